@@ -1,0 +1,1 @@
+"""FBSNet semantic segmentation for ROS 2."""

@@ -1,0 +1,23 @@
+"""FBSNet in pure PyTorch: no training, data or ROS code lives here."""
+
+from fbsnet_ros.model.fbsnet import (
+    NAMED_CONFIGS,
+    OUTPUT_STRIDE,
+    FBSNet,
+    FBSNetConfig,
+    StageSpec,
+    build_fbsnet,
+    count_parameters,
+    paper_table1_config,
+)
+
+__all__ = [
+    "FBSNet",
+    "FBSNetConfig",
+    "NAMED_CONFIGS",
+    "OUTPUT_STRIDE",
+    "StageSpec",
+    "build_fbsnet",
+    "count_parameters",
+    "paper_table1_config",
+]

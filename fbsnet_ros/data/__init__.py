@@ -1,0 +1,1 @@
+"""Datasets and paired transforms for training and evaluation."""

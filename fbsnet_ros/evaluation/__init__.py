@@ -1,0 +1,1 @@
+"""Confusion matrices, metrics and benchmarks."""

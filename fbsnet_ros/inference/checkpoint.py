@@ -1,0 +1,137 @@
+"""Checkpoint files: atomic writes, weights_only loads, and the metadata inference needs."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fbsnet_ros.model import FBSNet, FBSNetConfig
+
+# Bumped when the layout of the checkpoint dictionary changes.
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A weights file is missing, corrupt, unsafe or inconsistent; the message names it."""
+
+
+@dataclass
+class ModelMetadata:
+    """What inference needs beside the weights, stored in every checkpoint."""
+
+    config: FBSNetConfig
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: tuple[int, int]  # (height, width) the model was trained to see
+    dataset: str = "unknown"
+    training: dict = field(default_factory=dict)  # summary: recipe, epochs, val mIoU, time
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        num_classes = self.config.num_classes
+        if len(self.class_names) != num_classes or len(self.palette) != num_classes:
+            raise CheckpointError(
+                f"model has {num_classes} classes but {len(self.class_names)} class names "
+                f"and {len(self.palette)} palette colours"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "class_names": list(self.class_names),
+            "palette": [list(colour) for colour in self.palette],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "input_size": list(self.input_size),
+            "dataset": self.dataset,
+            "training": self.training,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelMetadata:
+        return cls(
+            config=FBSNetConfig.from_dict(values["config"]),
+            class_names=tuple(values["class_names"]),
+            palette=tuple(tuple(int(v) for v in colour) for colour in values["palette"]),
+            mean=tuple(float(v) for v in values["mean"]),
+            std=tuple(float(v) for v in values["std"]),
+            input_size=tuple(int(v) for v in values["input_size"]),
+            dataset=values.get("dataset", "unknown"),
+            training=values.get("training", {}),
+            seed=values.get("seed"),
+        )
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temporary file beside the target, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: str | Path) -> dict:
+    """torch.load with weights_only=True, turning every failure into one CheckpointError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"{path}: refused, the file holds pickled objects that weights_only loading does not "
+            f"allow (it could run code): {first_line}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not an fbsnet_ros checkpoint (top level is not a dict)")
+    return payload
+
+
+def save_inference_checkpoint(model: FBSNet, metadata: ModelMetadata, path: str | Path) -> None:
+    """One file, weights and metadata, no optimiser state."""
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    atomic_save(
+        {"format": CHECKPOINT_FORMAT, "kind": "inference", "metadata": metadata.to_dict(),
+         "state_dict": state},
+        path,
+    )
+
+
+def load_model(path: str | Path) -> tuple[FBSNet, ModelMetadata]:
+    """An FBSNet in eval mode and its metadata, from an inference or a training checkpoint."""
+    payload = safe_load(path)
+    if "state_dict" not in payload or "metadata" not in payload:
+        raise CheckpointError(f"{path}: not an fbsnet_ros checkpoint (no state_dict/metadata)")
+    try:
+        metadata = ModelMetadata.from_dict(payload["metadata"])
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: checkpoint metadata is invalid ({error})") from None
+    model = FBSNet(config=metadata.config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model config ({reason})") from None
+    return model.eval(), metadata

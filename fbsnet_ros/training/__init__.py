@@ -1,0 +1,1 @@
+"""Training: losses, schedules and the loop."""

@@ -1,0 +1,307 @@
+"""The training loop: one process or many (torchrun), exact resume, last and best checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fbsnet_ros.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from fbsnet_ros.data.datasets import SegmentationDataset, build_dataset
+from fbsnet_ros.data.transforms import EvalTransform, TrainTransform
+from fbsnet_ros.evaluation.metrics import ConfusionMatrix
+from fbsnet_ros.inference.checkpoint import (
+    CHECKPOINT_FORMAT,
+    ModelMetadata,
+    atomic_save,
+    load_model,
+    safe_load,
+)
+from fbsnet_ros.model import FBSNet, NAMED_CONFIGS
+from fbsnet_ros.training.config import TrainConfig
+from fbsnet_ros.training.losses import build_loss, enet_class_weights
+from fbsnet_ros.training.schedule import poly_with_warmup
+
+log = logging.getLogger(__name__)
+
+
+class AugmentedDataset(Dataset):
+    """Draws each sample's augmentation from (seed, epoch, index): replayable after a resume."""
+
+    def __init__(self, base: SegmentationDataset, transform: TrainTransform, seed: int) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base.load(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(image, label, rng)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
+                    max_steps: int = 0, show_progress: bool = True) -> float:
+    model.train()
+    total, steps = 0.0, 0
+    use_amp = scaler is not None and scaler.is_enabled()
+    for images, labels in tqdm(loader, leave=False, disable=not show_progress, desc="train"):
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            loss = criterion(model(images).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.item()
+        steps += 1
+        if max_steps and steps >= max_steps:
+            break
+    return total / max(steps, 1)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.device,
+             show_progress: bool = True) -> ConfusionMatrix:
+    """Whole frames at the model's input size, logits upsampled to the labels' full size."""
+    model.eval()
+    confusion = ConfusionMatrix(len(dataset.class_names))
+    for index in tqdm(range(len(dataset)), leave=False, disable=not show_progress, desc="val"):
+        image, label = dataset[index]
+        logits = model(image.unsqueeze(0).to(device))
+        logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear",
+                               align_corners=False)
+        confusion.update(label, logits.argmax(1).cpu())
+    return confusion
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Owns the model, optimiser and data of one run; `fit` resumes from out_dir/last.pt."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.device = resolve_device(config.device)
+        if self.distributed:
+            self._init_distributed()
+        self.rank = torch.distributed.get_rank() if self.distributed else 0
+        self.out_dir = Path(config.out_dir)
+        torch.manual_seed(config.seed)
+
+        train_base = build_dataset(config, config.train_split, cache=config.cache)
+        self.class_names, self.palette = train_base.class_names, train_base.palette
+        transform = TrainTransform(config.crop_size, IMAGENET_MEAN, IMAGENET_STD,
+                                   base_size=config.base_size, scale_range=config.scale_range,
+                                   jitter=config.jitter)
+        self.train_set = AugmentedDataset(train_base, transform, config.seed)
+        self.val_set = build_dataset(config, config.val_split, cache=config.cache,
+                                     transform=EvalTransform(config.input_size, IMAGENET_MEAN,
+                                                             IMAGENET_STD))
+        self.model = self._build_model().to(self.device)
+        self.criterion = self._build_loss(train_base).to(self.device)
+        self.optimizer = self._build_optimizer()
+        steps_per_epoch = self._steps_per_epoch()
+        self.scheduler = poly_with_warmup(
+            self.optimizer, total_steps=config.epochs * steps_per_epoch,
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch), power=config.poly_power)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=config.amp and self.device.type == "cuda")
+        self.start_epoch, self.best_miou, self.history = 0, -1.0, []
+
+    def _init_distributed(self) -> None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+
+    def _build_model(self) -> nn.Module:
+        config = NAMED_CONFIGS[self.config.variant](num_classes=len(self.class_names))
+        model = FBSNet(config=config)
+        if self.config.init_weights:
+            source, _ = load_model(self.config.init_weights)
+            model.load_state_dict(source.state_dict())
+        if self.distributed and self.config.sync_bn and self.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _build_loss(self, train_base: SegmentationDataset) -> nn.Module:
+        weight = None
+        if self.config.class_weights == "enet":
+            labels = (train_base.load(i)[1] for i in range(len(train_base)))
+            weight = enet_class_weights(labels, len(self.class_names))
+        elif self.config.class_weights != "none":
+            raise ValueError(f"training config 'class_weights' must be enet or none")
+        return build_loss(self.config.loss, weight, self.config.ohem_threshold,
+                          self.config.ohem_min_kept)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        params, config = self.model.parameters(), self.config
+        if config.optimizer == "adam":
+            return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+        raise ValueError(f"training config 'optimizer' must be adam or sgd, got {config.optimizer!r}")
+
+    def _steps_per_epoch(self) -> int:
+        world = torch.distributed.get_world_size() if self.distributed else 1
+        per_rank = math.ceil(len(self.train_set) / world)
+        steps = per_rank // self.config.batch_size
+        if self.config.max_steps_per_epoch:
+            steps = min(steps, self.config.max_steps_per_epoch)
+        return max(steps, 1)
+
+    def _loader(self, epoch: int) -> DataLoader:
+        self.train_set.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        sampler = None
+        if self.distributed:
+            sampler = torch.utils.data.DistributedSampler(self.train_set, seed=self.config.seed,
+                                                          drop_last=True)
+            sampler.set_epoch(epoch)
+        return DataLoader(self.train_set, batch_size=self.config.batch_size,
+                          shuffle=sampler is None, sampler=sampler, generator=generator,
+                          num_workers=self.config.workers, drop_last=True,
+                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(
+            config=self._bare_model().config, class_names=self.class_names, palette=self.palette,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=tuple(self.config.input_size),
+            dataset=self.config.dataset, seed=self.config.seed,
+            training={"config": self.config.to_dict(), "best_val_miou": self.best_miou,
+                      "epochs_done": self.start_epoch, "history": self.history})
+
+    def _bare_model(self) -> FBSNet:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def save(self, name: str) -> None:
+        bare = self._bare_model()
+        state = {key: value.detach().cpu() for key, value in bare.state_dict().items()}
+        atomic_save({
+            "format": CHECKPOINT_FORMAT, "kind": "training",
+            "metadata": self.metadata().to_dict(), "state_dict": state,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.start_epoch,
+            "best_miou": self.best_miou, "history": self.history, "rng": _rng_state(),
+        }, self.out_dir / name)
+
+    def resume(self) -> bool:
+        last = self.out_dir / "last.pt"
+        if not last.is_file():
+            return False
+        payload = safe_load(last)
+        self._bare_model().load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.start_epoch = int(payload["epoch"])
+        self.best_miou = float(payload["best_miou"])
+        self.history = list(payload["history"])
+        _restore_rng(payload["rng"])
+        log.info("resumed from %s at epoch %d", last, self.start_epoch)
+        return True
+
+    def fit(self) -> dict:
+        config = self.config
+        if self.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        writer = self._summary_writer()
+        started = time.time()
+        for epoch in range(self.start_epoch, config.epochs):
+            loss = train_one_epoch(self.model, self._loader(epoch), self.criterion,
+                                   self.optimizer, self.scheduler, self.scaler, self.device,
+                                   config.max_steps_per_epoch, show_progress=self.rank == 0)
+            record = {"epoch": epoch + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
+            last_epoch = epoch + 1 == config.epochs
+            if self.rank == 0 and ((epoch + 1) % config.eval_every == 0 or last_epoch):
+                metrics = evaluate(self._bare_model(), self.val_set, self.device).compute()
+                record["val_miou"] = metrics["miou"]
+                self._log_scalars(writer, record, metrics["per_class_iou"])
+            self.start_epoch = epoch + 1
+            self.history.append(record)
+            if self.rank == 0:
+                improved = record.get("val_miou", -1.0) > self.best_miou
+                if improved:
+                    self.best_miou = record["val_miou"]
+                self.save("last.pt")
+                if improved:
+                    self.save("best.pt")
+                log.info("epoch %d/%d loss %.4f lr %.2e%s", epoch + 1, config.epochs, loss,
+                         record["lr"], f" val mIoU {100 * record['val_miou']:.2f}%"
+                         if "val_miou" in record else "")
+            if self.distributed:
+                torch.distributed.barrier()
+        if writer is not None:
+            writer.close()
+        summary = {"epochs": config.epochs, "best_val_miou": self.best_miou,
+                   "minutes_this_run": (time.time() - started) / 60.0,
+                   "checkpoint": str(self.out_dir / "best.pt")}
+        if self.distributed:
+            torch.distributed.destroy_process_group()
+        return summary
+
+    def _summary_writer(self):
+        if self.rank != 0:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed; no TensorBoard logs")
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _log_scalars(self, writer, record: dict, per_class_iou) -> None:
+        if writer is None:
+            return
+        step = record["epoch"]
+        writer.add_scalar("train/loss", record["loss"], step)
+        writer.add_scalar("train/lr", record["lr"], step)
+        writer.add_scalar("val/miou", record["val_miou"], step)
+        for name, iou in zip(self.class_names, per_class_iou):
+            if not math.isnan(iou):
+                writer.add_scalar(f"val_iou/{name}", iou, step)
+
+
+def train(config: TrainConfig) -> dict:
+    """Train (resuming from out_dir/last.pt when it exists) and return a summary."""
+    trainer = Trainer(config)
+    trainer.resume()
+    return trainer.fit()

@@ -1,0 +1,18 @@
+"""Learning-rate schedule: linear warm-up, then polynomial decay, stepped per iteration."""
+
+from __future__ import annotations
+
+import torch
+
+
+def poly_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                     power: float = 0.9, warmup_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr * factor(step): warmup_ratio -> 1 over warmup_steps, then (1 - progress) ** power."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_ratio + (1.0 - warmup_ratio) * step / warmup_steps
+        progress = min(step, total_steps) / max(total_steps, 1)
+        return (1.0 - progress) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,52 @@
+"""Shared fixtures: a private DDS domain per test run, CamVid location, a random checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CAMVID_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "camvid"
+
+# Every test run gets its own DDS domain, and discovery never leaves this machine.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """The real CamVid frames; CI always has them, so there a missing folder fails loudly."""
+    if not (CAMVID_ROOT / "val.txt").is_file():
+        message = f"CamVid not found at {CAMVID_ROOT} (expected ../shared/datasets/camvid)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CAMVID_ROOT
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised CamVid FBSNet inference checkpoint, written the real way."""
+    from fbsnet_ros.data.classes import (
+        CAMVID_CLASS_NAMES,
+        CAMVID_PALETTE,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
+    from fbsnet_ros.inference.checkpoint import ModelMetadata, save_inference_checkpoint
+    from fbsnet_ros.model import FBSNet, FBSNetConfig
+
+    torch.manual_seed(0)
+    config = FBSNetConfig(num_classes=len(CAMVID_CLASS_NAMES))
+    metadata = ModelMetadata(
+        config=config, class_names=CAMVID_CLASS_NAMES, palette=CAMVID_PALETTE,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(96, 128), dataset="random-test",
+        training={"note": "random weights for tests"}, seed=0,
+    )
+    path = tmp_path_factory.mktemp("weights") / "random_camvid.pt"
+    save_inference_checkpoint(FBSNet(config=config).eval(), metadata, path)
+    return path

@@ -1,0 +1,195 @@
+"""The `fbsnet-ros` command: each subcommand is a thin layer over library functions.
+
+User mistakes (a missing file, a bad parameter, a corrupt checkpoint) end with one line on
+stderr naming the file or parameter, and exit status 2; bugs still show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+# Errors that are the user's to fix; their messages name the file or parameter at fault.
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the command's input, reported as one line."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from fbsnet_ros.data.io import DatasetError
+    from fbsnet_ros.inference.checkpoint import CheckpointError
+
+    return (UserError, CheckpointError, DatasetError, ValueError, FileNotFoundError)
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint file (default: the package's shipped CamVid weights)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="inference size (default: the checkpoint's)")
+    parser.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear",
+                        help="logits back to frame size (bilinear, accurate) or labels (nearest, fast)")
+
+
+def _segmenter(args):
+    from fbsnet_ros.inference import Segmenter
+
+    return Segmenter.from_checkpoint(args.weights, device=args.device,
+                                     input_size=args.input_size, upsample=args.upsample)
+
+
+def _parse_overrides(extra: list[str]) -> dict:
+    """`--key value` pairs after the known options become training-config overrides."""
+    overrides, index = {}, 0
+    while index < len(extra):
+        key = extra[index]
+        if not key.startswith("--") or index + 1 >= len(extra):
+            raise UserError(f"training override {key!r} must be written '--key value'")
+        overrides[key[2:].replace("-", "_")] = extra[index + 1]
+        index += 2
+    return overrides
+
+
+def cmd_train(args, extra) -> int:
+    from fbsnet_ros.training.config import load_train_config
+    from fbsnet_ros.training.loop import train
+
+    config = load_train_config(args.config, _parse_overrides(extra))
+    summary = train(config)
+    logging.getLogger("fbsnet_ros").info(
+        "done: best val mIoU %.2f%% after %d epochs (%.1f min this run), %s",
+        100 * summary["best_val_miou"], summary["epochs"], summary["minutes_this_run"],
+        summary["checkpoint"])
+    return 0
+
+
+def cmd_evaluate(args, extra) -> int:
+    from tqdm import tqdm
+
+    from fbsnet_ros.data.datasets import camvid, read_list_file, SegmentationDataset
+    from fbsnet_ros.evaluation.scoring import (
+        format_report, report_for, score_frames, write_plots, write_report)
+
+    segmenter = _segmenter(args)
+    if args.list:
+        pairs = read_list_file(args.list, args.data_root)
+        dataset = SegmentationDataset(pairs, segmenter.class_names, segmenter.metadata.palette)
+    else:
+        dataset = camvid(args.data_root, args.split)
+    if tuple(dataset.class_names) != tuple(segmenter.class_names):
+        raise UserError(f"--weights classes {list(segmenter.class_names)} do not match the "
+                        f"dataset's {list(dataset.class_names)}")
+    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    frames = (dataset.load(index) for index in range(count))
+    with tqdm(total=count, desc="evaluate", disable=not sys.stderr.isatty()) as progress:
+        confusion, scored = score_frames(segmenter, frames, progress)
+    report = report_for(confusion, segmenter.class_names, scored)
+    print(format_report(report))
+    if args.report:
+        write_report(report, args.report)
+    if args.plots:
+        write_plots(confusion.matrix.numpy(), segmenter.class_names, args.plots)
+    return 0
+
+
+def cmd_predict(args, extra) -> int:
+    import cv2
+
+    from fbsnet_ros.data.io import read_rgb
+    from fbsnet_ros.inference import colorize, overlay
+
+    segmenter = _segmenter(args)
+    input_dir, output_dir = Path(args.input), Path(args.output)
+    if not input_dir.is_dir():
+        raise UserError(f"--input {input_dir}: not a directory")
+    images = sorted(p for p in input_dir.iterdir()
+                    if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})
+    if not images:
+        raise UserError(f"--input {input_dir}: no .png/.jpg/.jpeg/.bmp images")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        image = read_rgb(path)
+        labels = segmenter.predict(image)
+        cv2.imwrite(str(output_dir / f"{path.stem}.png"), labels)
+        if args.color or args.overlay:
+            mask = colorize(labels, segmenter.palette)
+            if args.color:
+                cv2.imwrite(str(output_dir / f"{path.stem}_color.png"), mask[:, :, ::-1])
+            if args.overlay:
+                blended = overlay(image, mask, args.alpha)
+                cv2.imwrite(str(output_dir / f"{path.stem}_overlay.png"), blended[:, :, ::-1])
+    print(f"wrote {len(images)} label maps to {output_dir}")
+    return 0
+
+
+def cmd_export(args, extra) -> int:
+    from fbsnet_ros.inference.checkpoint import load_model, save_inference_checkpoint
+
+    model, metadata = load_model(args.weights)
+    if args.format == "checkpoint":
+        save_inference_checkpoint(model, metadata, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train FBSNet from a YAML recipe",
+                                description="Train; any '--key value' after the options "
+                                            "overrides that key of the recipe.")
+    train.add_argument("--config", required=True, help="YAML recipe, e.g. config/train/camvid_cpu.yaml")
+    train.set_defaults(handler=cmd_train, accepts_overrides=True)
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on a labelled split")
+    _add_engine_options(evaluate)
+    evaluate.add_argument("--data-root", default="../shared/datasets/camvid")
+    evaluate.add_argument("--split", default="val", help="CamVid split list <root>/<split>.txt")
+    evaluate.add_argument("--list", default=None, help="any 'image label' list file instead")
+    evaluate.add_argument("--limit", type=int, default=None, help="score the first N frames")
+    evaluate.add_argument("--report", default=None, help="write the JSON report here")
+    evaluate.add_argument("--plots", default=None, help="write PNG plots to this folder")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="label maps for a folder of images")
+    _add_engine_options(predict)
+    predict.add_argument("--input", required=True, help="folder of images")
+    predict.add_argument("--output", required=True, help="folder for <name>.png label maps")
+    predict.add_argument("--color", action="store_true", help="also write <name>_color.png")
+    predict.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    predict.set_defaults(handler=cmd_predict)
+
+    export = commands.add_parser("export", help="write an inference checkpoint (or ONNX)")
+    export.add_argument("--weights", required=True, help="training or inference checkpoint")
+    export.add_argument("--format", choices=("checkpoint",), default="checkpoint")
+    export.add_argument("--output", required=True)
+    export.set_defaults(handler=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args, extra)
+    except _user_error_types() as error:
+        print(f"fbsnet-ros {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -137,6 +137,15 @@ def cmd_export(args, extra) -> int:
     return 0
 
 
+def cmd_demo(args, extra) -> int:
+    from fbsnet_ros.ros.demo import run_demo
+
+    height, width = args.size
+    return run_demo(weights=args.weights, images=args.images, video=args.video,
+                    frames=args.frames, output=args.output, size=(height, width),
+                    params_file=args.params_file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -172,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("checkpoint",), default="checkpoint")
     export.add_argument("--output", required=True)
     export.set_defaults(handler=cmd_export)
+
+    demo = commands.add_parser("demo", help="the node over DDS on a synthetic road scene")
+    demo.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")
+    source = demo.add_mutually_exclusive_group()
+    source.add_argument("--images", default=None, help="play a folder of images instead")
+    source.add_argument("--video", default=None, help="play a video file instead")
+    demo.add_argument("--frames", type=int, default=30, help="stop after this many frames")
+    demo.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
+                      help="synthetic frame size")
+    demo.add_argument("--output", default="demo_output", help="folder for overlay/label PNGs")
+    demo.add_argument("--params-file", default=None,
+                      help="node parameters (default: config/segmentation.yaml)")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 

@@ -1,0 +1,177 @@
+"""`fbsnet-ros demo`: the real node over real DDS, fed by a camera-like source, saving results.
+
+The node runs in its own process exactly as `ros2 launch` would start it (console script,
+config/segmentation.yaml); this process plays the camera and a viewer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from fbsnet_ros.data.frame_sources import frame_source
+from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_image_fields
+
+# Loading torch and the weights in the node process takes a while on a small CPU.
+NODE_START_TIMEOUT_S = 120.0
+FRAME_TIMEOUT_S = 60.0
+
+
+def default_params_file() -> Path:
+    """config/segmentation.yaml from the ament share folder, or from this source checkout."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("fbsnet_ros")) / "config" / "segmentation.yaml"
+        if installed.is_file():
+            return installed
+    except (ImportError, LookupError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[2] / "config" / "segmentation.yaml"
+
+
+def node_executable() -> str:
+    beside_python = Path(sys.executable).with_name("segmentation_node")
+    found = str(beside_python) if beside_python.exists() else shutil.which("segmentation_node")
+    if not found:
+        raise FileNotFoundError("the segmentation_node console script is not installed "
+                                "(run `make install` or `pip install -e .`)")
+    return found
+
+
+class DemoCamera(Node):
+    """Publishes frames on /camera/image_raw and collects the node's answers by stamp."""
+
+    def __init__(self) -> None:
+        super().__init__("fbsnet_demo_camera")
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.publisher = self.create_publisher(Image, "/camera/image_raw", reliable)
+        self.answers: dict[str, dict[int, Image]] = {"labels": {}, "overlay": {}}
+        self.arrived = threading.Condition()
+        for name in self.answers:
+            self.create_subscription(Image, f"/fbsnet/{name}",
+                                     lambda msg, name=name: self._on_answer(name, msg), reliable)
+
+    def _on_answer(self, topic: str, msg: Image) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.arrived:
+            self.answers[topic][stamp] = msg
+            self.arrived.notify_all()
+
+    def matched(self) -> bool:
+        return (self.publisher.get_subscription_count() > 0
+                and all(self.count_publishers(f"/fbsnet/{name}") > 0 for name in self.answers))
+
+    def publish_frame(self, rgb: np.ndarray) -> int:
+        msg = Image(**rgb_to_image_fields(rgb, "rgb8"))
+        msg.header.frame_id = "camera"
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.publisher.publish(msg)
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    def wait_for(self, stamp: int, timeout: float) -> tuple[Image, Image] | None:
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while not all(stamp in answers for answers in self.answers.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.arrived.wait(remaining)
+            return self.answers["labels"].pop(stamp), self.answers["overlay"].pop(stamp)
+
+
+def describe_weights(weights: str | None) -> str:
+    from fbsnet_ros.inference.checkpoint import safe_load
+    from fbsnet_ros.inference.engine import default_weights_path
+
+    path = Path(weights) if weights else default_weights_path()
+    metadata = safe_load(path).get("metadata", {})
+    miou = metadata.get("training", {}).get("best_val_miou")
+    trained = f", val mIoU {100 * miou:.1f}%" if isinstance(miou, float) and miou >= 0 else ""
+    kind = "shipped" if not weights else "given"
+    return f"{kind} weights {path} ({metadata.get('dataset', 'unknown')}{trained})"
+
+
+def run_demo(*, weights: str | None, images: str | None, video: str | None, frames: int,
+             output: str, size: tuple[int, int], params_file: str | None) -> int:
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    output_dir = Path(output)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"demo: {describe_weights(weights)}", flush=True)
+
+    command = [node_executable(), "--ros-args", "--params-file",
+               str(params_file or default_params_file())]
+    if weights:
+        command += ["-p", f"weights:={Path(weights).resolve()}"]
+    node_process = subprocess.Popen(command)
+    rclpy.init()
+    camera = DemoCamera()
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(camera)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        return _play(camera, node_process, frame_source(images, video, size), frames, output_dir)
+    finally:
+        node_process.send_signal(signal.SIGINT)
+        try:
+            node_process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+        executor.shutdown()
+        camera.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _play(camera: DemoCamera, node_process: subprocess.Popen, source, frames: int,
+          output_dir: Path) -> int:
+    deadline = time.monotonic() + NODE_START_TIMEOUT_S
+    while not camera.matched():
+        if node_process.poll() is not None:
+            print(f"demo: the node exited with status {node_process.returncode}", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            print("demo: the node did not come up on DDS in time", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    latencies = []
+    started = time.monotonic()
+    for index, rgb in enumerate(itertools.islice(source, frames)):
+        sent = time.monotonic()
+        stamp = camera.publish_frame(rgb)
+        answer = camera.wait_for(stamp, FRAME_TIMEOUT_S)
+        if answer is None:
+            print(f"demo: no answer for frame {index} within {FRAME_TIMEOUT_S:.0f} s",
+                  file=sys.stderr)
+            return 1
+        latencies.append(time.monotonic() - sent)
+        labels_msg, overlay_msg = answer
+        labels = np.frombuffer(bytes(labels_msg.data), np.uint8).reshape(
+            labels_msg.height, labels_msg.step)[:, : labels_msg.width]
+        cv2.imwrite(str(output_dir / f"frame_{index:04d}_labels.png"), labels)
+        overlay_rgb = image_msg_to_rgb(overlay_msg)
+        cv2.imwrite(str(output_dir / f"frame_{index:04d}_overlay.png"), overlay_rgb[:, :, ::-1])
+        fps = (index + 1) / (time.monotonic() - started)
+        print(f"frame {index + 1}/{frames}: {rgb.shape[1]}x{rgb.shape[0]}, "
+              f"latency {1000 * latencies[-1]:.0f} ms, {fps:.1f} FPS, "
+              f"classes {sorted(np.unique(labels).tolist())}", flush=True)
+    median = 1000 * float(np.median(latencies))
+    print(f"demo: {len(latencies)} frames, median latency {median:.0f} ms, "
+          f"{len(latencies) / (time.monotonic() - started):.1f} FPS; results in {output_dir}/")
+    return 0

@@ -137,6 +137,47 @@ def cmd_export(args, extra) -> int:
     return 0
 
 
+def cmd_bag_eval(args, extra) -> int:
+    from tqdm import tqdm
+
+    from fbsnet_ros.evaluation.scoring import write_plots, write_report
+    from fbsnet_ros.ros.bag_eval import check_bag, evaluate_bag, format_bag_report
+
+    check_bag(args.bag, args.image_topic, args.gt_topic)  # before the slow weights load
+    segmenter = _segmenter(args)
+    with tqdm(desc="bag-eval", unit="frame", disable=not sys.stderr.isatty()) as progress:
+        report, confusion = evaluate_bag(
+            segmenter, args.bag, args.image_topic, gt_topic=args.gt_topic, gt_dir=args.gt_dir,
+            ignore_label=args.ignore_label, out_bag=args.out_bag, out_storage=args.out_storage,
+            overlay_alpha=args.alpha if args.overlay else None, progress=progress)
+    print(format_bag_report(report))
+    if args.report:
+        write_report(report, args.report)
+    if args.plots:
+        write_plots(confusion, segmenter.class_names, args.plots)
+    return 0
+
+
+def cmd_bag_from_images(args, extra) -> int:
+    import time
+
+    from fbsnet_ros.ros.bag_tools import images_to_bag, parse_start_time
+
+    start_ns = parse_start_time(args.start_time) if args.start_time else time.time_ns()
+    gt_dir = args.gt_dir or (f"{args.out.rstrip('/')}_gt" if args.labels else None)
+    summary = images_to_bag(args.images, args.out, args.rate, labels=args.labels, gt_dir=gt_dir,
+                            encoding=args.encoding, storage=args.storage, start_ns=start_ns,
+                            frame_id=args.frame_id)
+    labels = (f" and {summary['labels']} labels on {summary['ground_truth_topic']}"
+              if summary["labels"] else "")
+    print(f"wrote {summary['frames']} frames on {summary['camera_topic']}{labels} to "
+          f"{summary['bag']} ({summary['storage']}, {args.rate:g} Hz from stamp "
+          f"{summary['first_stamp_ns']} ns)")
+    if summary["gt_dir"]:
+        print(f"wrote ground-truth PNGs named <stamp_ns>.png to {summary['gt_dir']}")
+    return 0
+
+
 def cmd_demo(args, extra) -> int:
     from fbsnet_ros.ros.demo import run_demo
 
@@ -181,6 +222,55 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("checkpoint",), default="checkpoint")
     export.add_argument("--output", required=True)
     export.set_defaults(handler=cmd_export)
+
+    bag_eval = commands.add_parser(
+        "bag-eval", help="segment and score every camera frame of a rosbag2 bag",
+        description="Run every frame of an Image or CompressedImage topic (sqlite3 or mcap "
+                    "bag) through the model, score it against ground truth matched by header "
+                    "stamp, and optionally write the labels back as a bag.")
+    bag_eval.add_argument("--bag", required=True, help="rosbag2 bag folder (or .db3/.mcap file)")
+    bag_eval.add_argument("--image-topic", required=True,
+                          help="sensor_msgs/Image or CompressedImage topic, e.g. /camera/image_raw")
+    truth = bag_eval.add_mutually_exclusive_group()
+    truth.add_argument("--gt-topic", default=None,
+                       help="mono8 label topic in the same bag, e.g. /camera/labels")
+    truth.add_argument("--gt-dir", default=None,
+                       help="folder of label PNGs named <header stamp in ns>.png")
+    bag_eval.add_argument("--ignore-label", type=int, default=255,
+                          help="ground-truth id left out of the metrics (ids past the class "
+                               "list always are)")
+    _add_engine_options(bag_eval)
+    bag_eval.add_argument("--out-bag", default=None,
+                          help="write /fbsnet/labels (mono8, each frame's header) to this new bag")
+    bag_eval.add_argument("--out-storage", choices=("sqlite3", "mcap"), default=None,
+                          help="storage of --out-bag (default: the input's)")
+    bag_eval.add_argument("--overlay", action="store_true",
+                          help="also write /fbsnet/overlay to --out-bag")
+    bag_eval.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    bag_eval.add_argument("--report", default=None, help="write the JSON report here")
+    bag_eval.add_argument("--plots", default=None, help="write PNG plots to this folder")
+    bag_eval.set_defaults(handler=cmd_bag_eval)
+
+    from_images = commands.add_parser(
+        "bag-from-images", help="build a camera bag from a folder of frames",
+        description="Frames in name order become /camera/image_raw (or "
+                    "/camera/image_raw/compressed for jpeg/png), stamped 1/rate apart; "
+                    "labels of the same name become /camera/labels (mono8).")
+    from_images.add_argument("--images", required=True, help="folder of frames")
+    from_images.add_argument("--labels", default=None,
+                             help="folder of label PNGs named like the frames")
+    from_images.add_argument("--out", required=True, help="new bag folder")
+    from_images.add_argument("--rate", type=float, required=True, help="frame rate in Hz")
+    from_images.add_argument("--encoding", choices=("rgb8", "bgr8", "jpeg", "png"),
+                             default="rgb8", help="Image encoding, or CompressedImage codec")
+    from_images.add_argument("--storage", choices=("sqlite3", "mcap"), default="mcap")
+    from_images.add_argument("--start-time", default=None,
+                             help="first stamp, seconds since the epoch (default: now)")
+    from_images.add_argument("--frame-id", default="camera", help="header frame_id")
+    from_images.add_argument("--gt-dir", default=None,
+                             help="with --labels, also write <stamp_ns>.png here "
+                                  "(default: <out>_gt)")
+    from_images.set_defaults(handler=cmd_bag_from_images)
 
     demo = commands.add_parser("demo", help="the node over DDS on a synthetic road scene")
     demo.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")

@@ -59,14 +59,19 @@ def synthetic_road_scene(frame_index: int, size: tuple[int, int] = (360, 480)) -
     return frame
 
 
-def image_folder_frames(folder: str | Path) -> Iterator[np.ndarray]:
+def image_paths(folder: str | Path) -> list[Path]:
+    """The images of a folder in name order (a sequence's frame order)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder of images")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DatasetError(f"{folder}: no .png/.jpg/.jpeg/.bmp images")
-    for path in paths:
+    return paths
+
+
+def image_folder_frames(folder: str | Path) -> Iterator[np.ndarray]:
+    for path in image_paths(folder):
         yield read_rgb(path)
 
 

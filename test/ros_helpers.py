@@ -1,0 +1,219 @@
+"""Test-side ROS plumbing: node processes started from the console script, and a probe node.
+
+The probe is an rclpy node with its own context, spun in a background thread, that publishes
+camera frames and records what the segmentation node sends back, keyed by header stamp.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import yaml
+from rcl_interfaces.msg import Parameter as ParameterMessage
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
+
+# Discovery over localhost plus a torch import on two busy cores: be generous.
+STARTUP_TIMEOUT_S = 60.0
+ANSWER_TIMEOUT_S = 30.0
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+_BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+
+
+def node_executable() -> str:
+    """The installed console script, preferring the one beside this interpreter (the venv)."""
+    beside_interpreter = Path(sys.executable).parent / "segmentation_node"
+    if beside_interpreter.is_file():
+        return str(beside_interpreter)
+    found = shutil.which("segmentation_node")
+    if found is None:
+        raise FileNotFoundError("segmentation_node console script not installed")
+    return found
+
+
+def write_params_file(path: Path, parameters: dict) -> Path:
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
+    return path
+
+
+def reliable_subscription_override(topic: str) -> dict:
+    """The qos_overrides entry that makes the node's subscription on `topic` reliable."""
+    return {"qos_overrides": {topic: {"subscription": {"reliability": "reliable"}}}}
+
+
+class NodeProcess:
+    """The segmentation node run from its console script, output captured in a file."""
+
+    def __init__(self, log_path: Path, params_files: list[Path], ros_arguments=()) -> None:
+        command = [node_executable(), "--ros-args"]
+        for params_file in (DEFAULT_PARAMS_FILE, *params_files):
+            command += ["--params-file", str(params_file)]
+        command += list(ros_arguments)
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None:
+                raise AssertionError(f"node exited ({self.process.returncode}):\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} from the node in {timeout} s:\n{self.output}")
+            time.sleep(0.2)
+
+    def wait(self, timeout: float = STARTUP_TIMEOUT_S) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """SIGINT, then SIGKILL if the node does not go; for teardown, never fails."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def stamp_key(header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
+class TopicRecorder:
+    """Every message on one topic, findable by header stamp."""
+
+    def __init__(self, node: Node, message_type, topic: str) -> None:
+        self.messages: list = []
+        self._condition = threading.Condition()
+        self.subscription = node.create_subscription(message_type, topic, self._record, RELIABLE)
+
+    def _record(self, message) -> None:
+        with self._condition:
+            self.messages.append(message)
+            self._condition.notify_all()
+
+    def wait_for(self, predicate, timeout: float = ANSWER_TIMEOUT_S):
+        """The first recorded message satisfying predicate, or None after timeout."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while True:
+                for message in self.messages:
+                    if predicate(message):
+                        return message
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._condition.wait(remaining)
+
+    def with_stamp(self, stamp: tuple[int, int]) -> list:
+        with self._condition:
+            return [message for message in self.messages if stamp_key(message.header) == stamp]
+
+
+class RosProbe:
+    """A test-side node in its own context, spinning in a background thread."""
+
+    def __init__(self, name: str) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+        self._next_stamp = 1
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass  # close() shut the context down
+
+    def publisher(self, message_type, topic: str):
+        return self.node.create_publisher(message_type, topic, RELIABLE)
+
+    def recorder(self, message_type, topic: str) -> TopicRecorder:
+        return TopicRecorder(self.node, message_type, topic)
+
+    def new_stamp(self, message) -> tuple[int, int]:
+        """Give the message a stamp no earlier message had, and return it."""
+        message.header.stamp.sec, message.header.stamp.nanosec = self._next_stamp, 1000
+        self._next_stamp += 1
+        return stamp_key(message.header)
+
+    def set_parameter(self, node_name: str, name: str, value) -> object:
+        """Set one parameter through the node's service; returns the SetParametersResult."""
+        client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=ANSWER_TIMEOUT_S):
+                raise AssertionError(f"{node_name}/set_parameters not available")
+            request = SetParameters.Request(
+                parameters=[ParameterMessage(name=name, value=_parameter_value(value))])
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(ANSWER_TIMEOUT_S):
+                raise AssertionError(f"no answer from {node_name}/set_parameters")
+            return future.result().results[0]
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=10)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def wait_until(condition, timeout: float = STARTUP_TIMEOUT_S, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _parameter_value(value) -> ParameterValue:
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    if isinstance(value, str):
+        return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    raise TypeError(f"no parameter type for {value!r}")
+
+
+def camera_image(height: int, width: int, encoding: str, frame_id: str = "camera",
+                 row_padding: int = 0, seed: int = 0) -> Image:
+    """A random camera frame; rows padded by `row_padding` bytes to exercise `step`."""
+    step = width * _BYTES_PER_PIXEL[encoding] + row_padding
+    pixels = np.random.default_rng(seed).integers(0, 256, size=height * step, dtype=np.uint8)
+    image = Image(height=height, width=width, encoding=encoding, step=step)
+    image.header.frame_id = frame_id
+    image.data = array.array("B", pixels.tobytes())
+    return image

@@ -1,0 +1,300 @@
+"""The segmentation node end to end: its console script in a process, talking over real DDS.
+
+One node process (random CamVid weights, reliable input through the QoS overrides) serves the
+topic and parameter tests; start-up failures, compressed input and signals each get a short
+process of their own, in their own namespace so their topics never mix with the shared node's.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from ros_helpers import (
+    ANSWER_TIMEOUT_S,
+    NodeProcess,
+    RosProbe,
+    camera_image,
+    reliable_subscription_override,
+    wait_until,
+    write_params_file,
+)
+from sensor_msgs.msg import CompressedImage, Image
+
+from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_data
+
+NUM_CLASSES = 11  # CamVid, as in the random checkpoint
+READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
+DIAGNOSTICS_NAME = "fbsnet: segmentation"
+# Until the first answer proves DDS has matched both ways, a frame may be republished this often.
+REPUBLISH_PERIOD_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def weights_params_file(random_checkpoint, tmp_path_factory):
+    return write_params_file(tmp_path_factory.mktemp("params") / "weights.yaml",
+                             {"weights": str(random_checkpoint)})
+
+
+@pytest.fixture(scope="module")
+def segmentation_node(weights_params_file, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("shared_node")
+    reliable_input = write_params_file(directory / "qos.yaml",
+                                       reliable_subscription_override("/camera/image_raw"))
+    node = NodeProcess(directory / "node.log", [weights_params_file, reliable_input])
+    try:
+        node.wait_for_output(READY_LINE)
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def probe():
+    ros_probe = RosProbe("fbsnet_test_probe")
+    yield ros_probe
+    ros_probe.close()
+
+
+class Camera:
+    """The probe's side of the shared node: a camera publisher and the node's four outputs."""
+
+    def __init__(self, probe: RosProbe, namespace: str = "", input_topic="/camera/image_raw",
+                 message_type=Image) -> None:
+        self.probe = probe
+        self.publisher = probe.publisher(message_type, input_topic)
+        self.labels = probe.recorder(Image, f"{namespace}/fbsnet/labels")
+        self.color_mask = probe.recorder(Image, f"{namespace}/fbsnet/color_mask")
+        self.overlay = probe.recorder(Image, f"{namespace}/fbsnet/overlay")
+        self.diagnostics = probe.recorder(DiagnosticArray, "/diagnostics")
+        wait_until(lambda: self.publisher.get_subscription_count() > 0, what="node subscription")
+        node = probe.node
+        for recorder in (self.labels, self.color_mask, self.overlay):
+            topic = recorder.subscription.topic_name
+            wait_until(lambda topic=topic: node.count_publishers(topic) > 0, what=topic)
+
+    def publish(self, message) -> tuple[int, int]:
+        stamp = self.probe.new_stamp(message)
+        self.publisher.publish(message)
+        return stamp
+
+    def request(self, message) -> Image:
+        """Publish a frame and return its labels; republished while discovery may lose it."""
+        stamp = self.publish(message)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            labels = self.labels.wait_for(_has_stamp(stamp), timeout=REPUBLISH_PERIOD_S)
+            if labels is not None:
+                return labels
+            self.publisher.publish(message)
+        raise AssertionError(f"no labels for frame {stamp} in {ANSWER_TIMEOUT_S} s")
+
+    def diagnostics_where(self, condition, timeout: float = ANSWER_TIMEOUT_S) -> dict:
+        """Values of the first node status satisfying condition(values)."""
+        def matches(array):
+            return any(status.name == DIAGNOSTICS_NAME and condition(_values(status))
+                       for status in array.status)
+        array = self.diagnostics.wait_for(matches, timeout)
+        assert array is not None, "no diagnostics matching the condition"
+        status = next(status for status in array.status if status.name == DIAGNOSTICS_NAME)
+        return {**_values(status), "level": status.level, "hardware_id": status.hardware_id}
+
+
+@pytest.fixture(scope="module")
+def camera(segmentation_node, probe):
+    return Camera(probe)
+
+
+def _has_stamp(stamp):
+    return lambda message: (message.header.stamp.sec, message.header.stamp.nanosec) == stamp
+
+
+def _values(status) -> dict:
+    return {value.key: value.value for value in status.values}
+
+
+def _pixels(image: Image) -> np.ndarray:
+    channels = image.step // image.width
+    return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, channels)
+
+
+@pytest.mark.parametrize(("height", "width", "encoding", "row_padding", "overlay_encoding"), [
+    (360, 480, "rgb8", 0, "rgb8"),
+    (240, 320, "bgr8", 0, "bgr8"),
+    (123, 457, "mono8", 3, "rgb8"),
+])
+def test_every_frame_is_answered_at_its_size_with_its_header(
+        camera, height, width, encoding, row_padding, overlay_encoding):
+    image = camera_image(height, width, encoding, frame_id=f"camera_{encoding}",
+                         row_padding=row_padding)
+    labels = camera.request(image)
+    stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
+
+    assert (labels.header.stamp, labels.header.frame_id) == (image.header.stamp, f"camera_{encoding}")
+    assert (labels.height, labels.width, labels.encoding, labels.step) == (
+        height, width, "mono8", width)
+    assert np.frombuffer(labels.data, np.uint8).max() < NUM_CLASSES
+
+    color_mask = camera.color_mask.wait_for(_has_stamp(stamp))
+    overlay = camera.overlay.wait_for(_has_stamp(stamp))
+    assert color_mask is not None and overlay is not None
+    assert (color_mask.height, color_mask.width, color_mask.encoding) == (height, width, "rgb8")
+    assert (overlay.height, overlay.width, overlay.encoding) == (height, width, overlay_encoding)
+    assert overlay.header.frame_id == color_mask.header.frame_id == f"camera_{encoding}"
+
+
+def test_malformed_frames_are_skipped_and_the_next_frame_served(camera):
+    short_data = camera_image(48, 64, "rgb8")
+    short_data.data = short_data.data[:-1]
+    unknown_encoding = camera_image(48, 64, "rgb8")
+    unknown_encoding.encoding = "rgb_mystery"
+    rejected_before = int(camera.diagnostics_where(lambda values: True)["frames rejected"])
+
+    bad_stamps = []
+    for expected_rejected, malformed in enumerate((short_data, unknown_encoding), 1):
+        bad_stamps.append(camera.publish(malformed))
+        # Wait until the node has refused it, so the good frame cannot replace it unseen.
+        camera.diagnostics_where(
+            lambda values, n=expected_rejected: int(values["frames rejected"])
+            >= rejected_before + n)
+
+    assert camera.request(camera_image(48, 64, "rgb8")).width == 64
+    for stamp in bad_stamps:
+        assert camera.labels.with_stamp(stamp) == []
+
+
+def test_diagnostics_report_counts_latency_and_errors(camera):
+    camera.request(camera_image(48, 64, "bgr8"))
+    depth_image = camera_image(48, 64, "mono8")
+    depth_image.encoding = "16UC1"  # a depth image on a camera topic
+    camera.publish(depth_image)
+
+    values = camera.diagnostics_where(
+        lambda values: int(values["frames rejected"]) >= 1 and int(values["frames processed"]) >= 1)
+
+    assert values["hardware_id"] == "cpu"
+    assert int(values["frames received"]) >= int(values["frames processed"]) + int(
+        values["frames rejected"])
+    assert int(values["frames dropped"]) >= 0
+    assert 0.0 < float(values["latency p50 ms"]) <= float(values["latency p90 ms"]) <= float(
+        values["latency p99 ms"])
+    assert float(values["fps"]) >= 0.0
+    assert values["last error"]
+
+
+def test_overlay_alpha_changes_at_runtime_within_its_range(camera, probe):
+    accepted = probe.set_parameter("/fbsnet", "overlay_alpha", 0.3)
+    refused = probe.set_parameter("/fbsnet", "overlay_alpha", 1.5)
+    assert accepted.successful
+    assert not refused.successful and "overlay_alpha" in refused.reason
+
+    image = camera_image(60, 80, "rgb8", seed=3)
+    labels = camera.request(image)
+    stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
+    color_mask = camera.color_mask.wait_for(_has_stamp(stamp))
+    overlay = camera.overlay.wait_for(_has_stamp(stamp))
+    # Still blended at 0.3: the refused 1.5 changed nothing.
+    expected = cv2.addWeighted(image_msg_to_rgb(image), 0.7, _pixels(color_mask), 0.3, 0.0)
+    np.testing.assert_array_equal(_pixels(overlay), expected)
+
+
+def test_read_only_parameters_are_refused_at_runtime(probe, camera):
+    result = probe.set_parameter("/fbsnet", "weights", "/tmp/other.pt")
+    assert not result.successful and "read-only" in result.reason
+
+
+def test_publish_overlay_false_stops_the_overlay_only(camera, probe):
+    assert probe.set_parameter("/fbsnet", "publish_overlay", False).successful
+    try:
+        labels = camera.request(camera_image(48, 64, "rgb8"))
+        stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
+        # The worker publishes the mask before the overlay, so by now an overlay would be here.
+        assert camera.color_mask.wait_for(_has_stamp(stamp)) is not None
+        assert camera.overlay.with_stamp(stamp) == []
+    finally:
+        probe.set_parameter("/fbsnet", "publish_overlay", True)
+
+
+def test_unknown_parameter_stops_the_node_naming_it(weights_params_file, tmp_path):
+    typo = write_params_file(tmp_path / "typo.yaml", {"overlay_alpah": 0.5})
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file, typo])
+    try:
+        assert node.wait() != 0
+        assert "overlay_alpah" in node.output
+        assert "Traceback" not in node.output
+    finally:
+        node.stop()
+
+
+def test_missing_weights_exit_with_one_line_naming_the_file(tmp_path):
+    missing = tmp_path / "no_such_weights.pt"
+    weights = write_params_file(tmp_path / "weights.yaml", {"weights": str(missing)})
+    node = NodeProcess(tmp_path / "node.log", [weights])
+    try:
+        assert node.wait() != 0
+        naming_lines = [line for line in node.output.splitlines() if str(missing) in line]
+        assert len(naming_lines) == 1, node.output
+        assert "Traceback" not in node.output
+    finally:
+        node.stop()
+
+
+def test_compressed_input_is_decoded_and_answered_at_its_size(
+        weights_params_file, probe, tmp_path):
+    # Remapped, to check the compressed topic follows the camera topic's remapping.
+    namespace, camera_topic = "/compressed_test", "/compressed_test/image"
+    settings = write_params_file(tmp_path / "compressed.yaml", {
+        "input_transport": "compressed",
+        **reliable_subscription_override(f"{camera_topic}/compressed"),
+    })
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file, settings], [
+        "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"])
+    try:
+        node.wait_for_output(READY_LINE)
+        camera = Camera(probe, namespace, f"{camera_topic}/compressed", CompressedImage)
+        rgb = image_msg_to_rgb(camera_image(150, 200, "rgb8", seed=5))
+        jpeg = CompressedImage(format="rgb8; jpeg compressed bgr8",
+                               data=rgb_to_compressed_data(rgb, "jpeg"))
+        jpeg.header.frame_id = "compressed_camera"
+
+        labels = camera.request(jpeg)
+
+        assert (labels.height, labels.width, labels.encoding) == (150, 200, "mono8")
+        assert labels.header.frame_id == "compressed_camera"
+        stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
+        overlay = camera.overlay.wait_for(_has_stamp(stamp))
+        assert (overlay.height, overlay.width, overlay.encoding) == (150, 200, "rgb8")
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_the_node_promptly_mid_frame(
+        weights_params_file, probe, tmp_path, stop_signal):
+    namespace = f"/{stop_signal.name.lower()}_test"
+    camera_topic = f"{namespace}/image"
+    reliable_input = write_params_file(tmp_path / "qos.yaml",
+                                       reliable_subscription_override(camera_topic))
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file, reliable_input], [
+        "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"])
+    try:
+        node.wait_for_output(READY_LINE)
+        camera = Camera(probe, namespace, camera_topic)
+        # Large frames keep the worker busy, so the signal lands while one is in flight.
+        large_frame = camera_image(1080, 1920, "rgb8")
+        camera.request(large_frame)
+        camera.publish(large_frame)
+        time.sleep(0.05)
+
+        signalled_at = time.monotonic()
+        node.process.send_signal(stop_signal)
+        node.wait(timeout=10)
+        assert time.monotonic() - signalled_at < 10
+        assert node.process.returncode == 0, node.output
+        assert "Traceback" not in node.output
+    finally:
+        node.stop()

@@ -1,0 +1,131 @@
+"""The shipped parameter file and launch file agree with the node, checked without ros2 launch.
+
+launch and launch_ros are not installable from PyPI, so the launch file is read as Python
+syntax; the parameter file is compared with what a real node instance declares.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import rclpy
+import yaml
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from fbsnet_ros.ros.segmentation_node import SegmentationNode, parameter_declarations
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
+LAUNCH_FILE = REPO_ROOT / "launch" / "segmentation.launch.py"
+
+
+def _params_file_values() -> dict:
+    return yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
+
+
+@pytest.fixture(scope="module")
+def declared_parameter_names(random_checkpoint) -> set[str]:
+    """What a node started with the shipped file declares, beyond every rclpy node's own."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        bare = Node("bare", context=context)
+        node = SegmentationNode(
+            context=context, cli_args=["--ros-args", "--params-file", str(PARAMS_FILE)],
+            parameter_overrides=[Parameter("weights", value=str(random_checkpoint))])
+        try:
+            own = set(node.list_parameters([], 0).names) - set(bare.list_parameters([], 0).names)
+        finally:
+            node.destroy_node()
+            bare.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    # The QoS overrides are declared by rclpy per topic, not by the node's table.
+    return {name for name in own if not name.startswith("qos_overrides.")}
+
+
+def test_params_file_sets_exactly_the_declared_parameters(declared_parameter_names):
+    in_file = set(_params_file_values())
+    assert in_file - declared_parameter_names == set(), "in the file, not declared"
+    assert declared_parameter_names - in_file == set(), "declared, missing from the file"
+
+
+def test_params_file_shows_the_node_defaults():
+    in_file = _params_file_values()
+    for name, default, _ in parameter_declarations():
+        # A parameter declared by type alone defaults to unset, written [] in the file.
+        expected = [] if isinstance(default, Parameter.Type) else default
+        assert in_file[name] == expected, name
+
+
+class LaunchFile:
+    """The launch file's calls, with arguments reduced to plain values where they are literal."""
+
+    def __init__(self, path: Path) -> None:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        self.constants = {
+            target.id: statement.value.value
+            for statement in tree.body if isinstance(statement, ast.Assign)
+            and isinstance(statement.value, ast.Constant)
+            for target in statement.targets if isinstance(target, ast.Name)
+        }
+        self.calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+    def value(self, node: ast.AST):
+        """Literals, module constants, lists/tuples of them; other calls as (name, *args)."""
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in self.constants:
+            return self.constants[node.id]
+        if isinstance(node, ast.List):
+            return [self.value(element) for element in node.elts]
+        if isinstance(node, ast.Tuple):
+            return tuple(self.value(element) for element in node.elts)
+        if isinstance(node, ast.Call):
+            return (_call_name(node), *(self.value(argument) for argument in node.args))
+        return ast.dump(node)
+
+    def calls_to(self, name: str) -> list[ast.Call]:
+        return [call for call in self.calls if _call_name(call) == name]
+
+    def keywords(self, call: ast.Call) -> dict:
+        return {keyword.arg: self.value(keyword.value) for keyword in call.keywords}
+
+
+def _call_name(call: ast.Call) -> str:
+    function = call.func
+    return function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+
+
+@pytest.fixture(scope="module")
+def launch_file() -> LaunchFile:
+    return LaunchFile(LAUNCH_FILE)
+
+
+def test_launch_file_declares_params_file_namespace_and_camera_topic(launch_file):
+    arguments = {launch_file.value(call.args[0]): launch_file.keywords(call)
+                 for call in launch_file.calls_to("DeclareLaunchArgument")}
+
+    assert set(arguments) == {"params_file", "namespace", "camera_topic"}
+    assert arguments["namespace"]["default_value"] == ""
+    assert arguments["camera_topic"]["default_value"] == "/camera/image_raw"
+    share_directory_calls = launch_file.calls_to("get_package_share_directory")
+    assert [launch_file.value(call.args[0]) for call in share_directory_calls] == ["fbsnet_ros"]
+    assert {"config", "segmentation.yaml"} <= {
+        launch_file.value(argument) for call in launch_file.calls_to("join")
+        for argument in call.args}
+
+
+def test_launch_file_starts_the_node_with_its_params_and_camera_remapping(launch_file):
+    (node_call,) = launch_file.calls_to("Node")
+    node = launch_file.keywords(node_call)
+
+    assert (node["package"], node["executable"], node["name"]) == (
+        "fbsnet_ros", "segmentation_node", "fbsnet")
+    assert node["namespace"] == ("LaunchConfiguration", "namespace")
+    assert node["parameters"] == [("LaunchConfiguration", "params_file")]
+    assert node["remappings"] == [("/camera/image_raw", ("LaunchConfiguration", "camera_topic"))]
+    assert node["output"] == "screen"

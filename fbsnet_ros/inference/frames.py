@@ -1,0 +1,62 @@
+"""Frame pre- and post-processing that every backend shares, so that their labels agree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+# How logits at the model's input size return to the camera's size.
+UPSAMPLE_MODES = ("bilinear", "nearest")
+
+
+class FrameTransform:
+    """Camera frame to network input, and logits back to labels at the camera's size.
+
+    The whole frame is resized with cv2 INTER_LINEAR (no crop, no letterbox), then scaled to
+    [0, 1] and normalised with the checkpoint's mean and std, as in training.
+    """
+
+    def __init__(self, input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                 upsample: str = "bilinear") -> None:
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.upsample = upsample
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add: x * scale + shift.
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 at any size to hxwx3 uint8 at the input size."""
+        height, width = self.input_size
+        if image.shape[:2] == (height, width):
+            return image
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    def normalise(self, image: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+        """hxwx3 uint8 at the input size to a 1x3xhxw float32 tensor (written into `out`)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+        if out is None:
+            out = torch.empty(pixels.shape, dtype=torch.float32)
+        torch.mul(pixels, self.scale, out=out)
+        return out.add_(self.shift)
+
+    def to_input(self, image: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Camera frame to the normalised network input, on the CPU."""
+        return self.normalise(self.resize(image), out)
+
+    def to_labels(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """1xKxhxw logits (any device, any float type) to HxW uint8 labels at `size`."""
+        size = (int(size[0]), int(size[1]))
+        if self.upsample == "bilinear" and tuple(logits.shape[2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        if labels.shape != size:
+            labels = cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        return labels

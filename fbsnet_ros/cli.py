@@ -21,9 +21,11 @@ class UserError(Exception):
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from fbsnet_ros.data.io import DatasetError
+    from fbsnet_ros.inference.backends import BackendUnavailable
     from fbsnet_ros.inference.checkpoint import CheckpointError
 
-    return (UserError, CheckpointError, DatasetError, ValueError, FileNotFoundError)
+    return (UserError, CheckpointError, DatasetError, BackendUnavailable, ValueError,
+            FileNotFoundError)
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -34,13 +36,18 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="inference size (default: the checkpoint's)")
     parser.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear",
                         help="logits back to frame size (bilinear, accurate) or labels (nearest, fast)")
+    parser.add_argument("--backend", default="torch", metavar="NAME[:PRECISION]",
+                        help="inference runtime: torch (eager, the reference), torch-opt, "
+                             "onnxruntime, openvino, openvino:bf16, ... or auto (the fastest "
+                             "installed one that passes the agreement test); default torch")
 
 
 def _segmenter(args):
     from fbsnet_ros.inference import Segmenter
 
     return Segmenter.from_checkpoint(args.weights, device=args.device,
-                                     input_size=args.input_size, upsample=args.upsample)
+                                     input_size=args.input_size, upsample=args.upsample,
+                                     backend=args.backend)
 
 
 def _parse_overrides(extra: list[str]) -> dict:
@@ -133,7 +140,73 @@ def cmd_export(args, extra) -> int:
     model, metadata = load_model(args.weights)
     if args.format == "checkpoint":
         save_inference_checkpoint(model, metadata, args.output)
+    elif args.format == "onnx":
+        from fbsnet_ros.inference.export import export_onnx
+
+        export_onnx(model, args.output, metadata)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """'HxW' (e.g. 360x480) to (height, width)."""
+    height, separator, width = text.lower().partition("x")
+    if not separator or not height.isdigit() or not width.isdigit():
+        raise argparse.ArgumentTypeError(f"size {text!r} must be written HxW, e.g. 360x480")
+    return int(height), int(width)
+
+
+def _benchmark_model(weights: str | None):
+    """The checkpoint's model, or for 'random' (or no shipped weights) a random CamVid FBSNet."""
+    from fbsnet_ros.inference import default_weights_path, load_model
+
+    if weights is None and default_weights_path().is_file():
+        weights = str(default_weights_path())
+    if weights not in (None, "random"):
+        return load_model(weights)
+    from fbsnet_ros.data.classes import (
+        CAMVID_CLASS_NAMES,
+        CAMVID_PALETTE,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
+    from fbsnet_ros.inference import ModelMetadata
+    from fbsnet_ros.model import FBSNet, FBSNetConfig
+
+    logging.getLogger("fbsnet_ros").warning("timing a randomly initialised CamVid FBSNet")
+    config = FBSNetConfig(num_classes=len(CAMVID_CLASS_NAMES))
+    metadata = ModelMetadata(config=config, class_names=CAMVID_CLASS_NAMES, palette=CAMVID_PALETTE,
+                             mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(360, 480),
+                             dataset="random")
+    return FBSNet(config=config).eval(), metadata
+
+
+def cmd_benchmark(args, extra) -> int:
+    import json
+
+    from fbsnet_ros.evaluation.benchmark import benchmark_size, format_report, report_dict
+    from fbsnet_ros.inference.backends import BackendSpec, available_backends
+    from fbsnet_ros.inference.engine import check_input_size, resolve_device
+
+    model, metadata = _benchmark_model(args.weights)
+    device = resolve_device(args.device)
+    backends = args.backends or available_backends(device)
+    for name in backends:
+        BackendSpec.parse(name)
+    if args.input_size:
+        check_input_size(args.input_size)
+    log = logging.getLogger("fbsnet_ros.benchmark")
+    results = []
+    for frame_size in args.sizes:
+        check_input_size(args.input_size or frame_size)
+        results.append(benchmark_size(
+            model, metadata, backends, frame_size, args.input_size, device=args.device,
+            iterations=args.iterations, warmup=args.warmup, upsample=args.upsample,
+            data_root=args.data_root, progress=log.info))
+    print(format_report(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report_dict(results), indent=2) + "\n")
     return 0
 
 
@@ -178,6 +251,17 @@ def cmd_bag_from_images(args, extra) -> int:
     return 0
 
 
+def cmd_bag_play(args, extra) -> int:
+    from fbsnet_ros.ros.bag_play import format_play_summary, play_bag
+
+    summary = play_bag(args.bag, rate=args.rate, topics=args.topics, clock_hz=args.clock,
+                       record=args.record, record_topics=args.record_topics,
+                       record_storage=args.record_storage, wait_s=args.wait,
+                       linger_s=args.linger)
+    print(format_play_summary(summary))
+    return 0
+
+
 def cmd_demo(args, extra) -> int:
     from fbsnet_ros.ros.demo import run_demo
 
@@ -219,9 +303,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write an inference checkpoint (or ONNX)")
     export.add_argument("--weights", required=True, help="training or inference checkpoint")
-    export.add_argument("--format", choices=("checkpoint",), default="checkpoint")
+    export.add_argument("--format", choices=("checkpoint", "onnx"), default="checkpoint",
+                        help="onnx: input 'image' 1x3xHxW normalised, output 'logits', H and W "
+                             "dynamic (multiples of 8); metadata in the file's metadata_props")
     export.add_argument("--output", required=True)
     export.set_defaults(handler=cmd_export)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="latency of every backend side by side, params and FLOPs",
+        description="Times each backend against eager fp32 (torch:fp32) in one interleaved run "
+                    "and prints medians, p99, FPS and the ratio to eager fp32.")
+    benchmark.add_argument("--weights", default=None,
+                           help="checkpoint (default: the shipped weights; 'random': a random "
+                                "CamVid FBSNet)")
+    benchmark.add_argument("--backends", nargs="+", default=None, metavar="NAME[:PRECISION]",
+                           help="backends to time (default: every one installed here)")
+    benchmark.add_argument("--sizes", nargs="+", type=_frame_size, default=[(360, 480)],
+                           metavar="HxW", help="camera frame sizes (default 360x480)")
+    benchmark.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                           help="fixed network input (default: each frame size)")
+    benchmark.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    benchmark.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear")
+    benchmark.add_argument("--iterations", type=int, default=30, help="timed calls per backend")
+    benchmark.add_argument("--warmup", type=int, default=3, help="untimed calls per backend")
+    benchmark.add_argument("--data-root", default="../shared/datasets/camvid",
+                           help="CamVid frames to time on (random frames when absent)")
+    benchmark.add_argument("--json", default=None, help="also write the results here")
+    benchmark.set_defaults(handler=cmd_benchmark)
 
     bag_eval = commands.add_parser(
         "bag-eval", help="segment and score every camera frame of a rosbag2 bag",
@@ -271,6 +379,33 @@ def build_parser() -> argparse.ArgumentParser:
                              help="with --labels, also write <stamp_ns>.png here "
                                   "(default: <out>_gt)")
     from_images.set_defaults(handler=cmd_bag_from_images)
+
+    bag_play = commands.add_parser(
+        "bag-play", help="replay a bag over DDS (and record the node's answers)",
+        description="Publish a rosbag2 bag's topics at their recorded rate (times --rate), "
+                    "optionally with /clock, and record the node's outputs to a new bag: "
+                    "`ros2 bag play` and `ros2 bag record` for machines without them.")
+    bag_play.add_argument("--bag", required=True, help="rosbag2 bag folder (or .db3/.mcap file)")
+    bag_play.add_argument("--rate", type=float, default=1.0,
+                          help="playback speed, a multiple of the recorded rate")
+    bag_play.add_argument("--topics", nargs="+", default=None,
+                          help="play only these topics (default: all)")
+    # 40 Hz: what `ros2 bag play --clock` uses unless told otherwise.
+    bag_play.add_argument("--clock", type=float, nargs="?", const=40.0, default=None,
+                          metavar="HZ", help="publish the bag's time on /clock (default 40 Hz) "
+                                             "for nodes with use_sim_time")
+    bag_play.add_argument("--record", default=None,
+                          help="record --record-topics to this new bag while playing")
+    bag_play.add_argument("--record-topics", nargs="+", default=["/fbsnet/labels"],
+                          help="topics to record (default: /fbsnet/labels)")
+    bag_play.add_argument("--record-storage", choices=("sqlite3", "mcap"), default=None,
+                          help="storage of --record (default: the played bag's)")
+    bag_play.add_argument("--wait", type=float, default=5.0,
+                          help="seconds to wait for subscribers (and recorded topics' "
+                               "publishers) before playing")
+    bag_play.add_argument("--linger", type=float, default=2.0,
+                          help="seconds to keep recording after the last message")
+    bag_play.set_defaults(handler=cmd_bag_play)
 
     demo = commands.add_parser("demo", help="the node over DDS on a synthetic road scene")
     demo.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bag_helpers import read_topic, run_cli, stamp_ns
 
 from fbsnet_ros.cli import EXIT_USER_ERROR, main
 from fbsnet_ros.ros.bag_tools import (
@@ -19,12 +20,8 @@ from fbsnet_ros.ros.bag_tools import (
     IMAGE_TYPE,
     LABELS_TOPIC,
     BagWriter,
-    bag_messages,
-    deserialize,
     make_header,
-    open_bag,
     storage_of,
-    topic_connections,
 )
 from fbsnet_ros.ros.image_conversion import labels_to_mono8_fields, rgb_to_image_fields
 
@@ -34,22 +31,6 @@ START_TIME = "1700000000.5"
 START_NS = 1_700_000_000_500_000_000
 CAMERA_TOPIC = "/camera/image_raw"
 METRIC_TOLERANCE = 0.01  # percent, as in the reports
-
-
-def run_cli(*argv) -> None:
-    assert main([str(arg) for arg in argv]) == 0
-
-
-def read_topic(bag: Path, topic: str) -> list[tuple[int, object]]:
-    """(log time, message) of every message on a topic."""
-    with open_bag(bag) as reader:
-        connections = topic_connections(reader, bag, topic, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE))
-        return [(log_ns, deserialize(raw, connection.msgtype))
-                for connection, log_ns, raw in bag_messages(reader, bag, connections)]
-
-
-def stamp_ns(message) -> int:
-    return message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
 
 
 def assert_same_metrics(report: dict, reference: dict) -> None:

@@ -26,7 +26,7 @@ from fbsnet_ros.inference.checkpoint import (
     load_model,
     safe_load,
 )
-from fbsnet_ros.model import FBSNet, NAMED_CONFIGS
+from fbsnet_ros.model import NAMED_CONFIGS, FBSNet
 from fbsnet_ros.training.config import TrainConfig
 from fbsnet_ros.training.losses import build_loss, enet_class_weights
 from fbsnet_ros.training.schedule import poly_with_warmup
@@ -51,6 +51,28 @@ class AugmentedDataset(Dataset):
         image, label = self.base.load(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return self.transform(image, label, rng)
+
+
+def remove_stale_temporaries(out_dir: Path, names=("last.pt", "best.pt")) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed run never renamed.
+
+    atomic_save writes `.<name>.<random>` beside the target and renames it; a process killed
+    in between leaves the temporary behind, never a half-written `<name>`.
+    """
+    removed = []
+    for name in names:
+        for stale in out_dir.glob(f".{name}.*"):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    if removed:
+        log.info("removed %d unfinished checkpoint write(s) in %s", len(removed), out_dir)
+    return removed
+
+
+def distributed_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP as the training loop uses it: gradients averaged over ranks during backward."""
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,6 +135,7 @@ class Trainer:
     """Owns the model, optimiser and data of one run; `fit` resumes from out_dir/last.pt."""
 
     def __init__(self, config: TrainConfig) -> None:
+        config.validate()
         self.config = config
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.device = resolve_device(config.device)
@@ -120,9 +143,13 @@ class Trainer:
             self._init_distributed()
         self.rank = torch.distributed.get_rank() if self.distributed else 0
         self.out_dir = Path(config.out_dir)
+        if self.rank == 0:
+            remove_stale_temporaries(self.out_dir)
         torch.manual_seed(config.seed)
 
         train_base = build_dataset(config, config.train_split, cache=config.cache)
+        # Workers are forked each epoch: frames cached before that are shared, later ones lost.
+        train_base.preload()
         self.class_names, self.palette = train_base.class_names, train_base.palette
         transform = TrainTransform(config.crop_size, IMAGENET_MEAN, IMAGENET_STD,
                                    base_size=config.base_size, scale_range=config.scale_range,
@@ -137,7 +164,8 @@ class Trainer:
         steps_per_epoch = self._steps_per_epoch()
         self.scheduler = poly_with_warmup(
             self.optimizer, total_steps=config.epochs * steps_per_epoch,
-            warmup_steps=round(config.warmup_epochs * steps_per_epoch), power=config.poly_power)
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch), power=config.poly_power,
+            warmup_ratio=config.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=config.amp and self.device.type == "cuda")
         self.start_epoch, self.best_miou, self.history = 0, -1.0, []
@@ -163,10 +191,8 @@ class Trainer:
     def _build_loss(self, train_base: SegmentationDataset) -> nn.Module:
         weight = None
         if self.config.class_weights == "enet":
-            labels = (train_base.load(i)[1] for i in range(len(train_base)))
+            labels = (train_base.load_label(i) for i in range(len(train_base)))
             weight = enet_class_weights(labels, len(self.class_names))
-        elif self.config.class_weights != "none":
-            raise ValueError(f"training config 'class_weights' must be enet or none")
         return build_loss(self.config.loss, weight, self.config.ohem_threshold,
                           self.config.ohem_min_kept)
 
@@ -181,7 +207,8 @@ class Trainer:
 
     def _steps_per_epoch(self) -> int:
         world = torch.distributed.get_world_size() if self.distributed else 1
-        per_rank = math.ceil(len(self.train_set) / world)
+        # DistributedSampler(drop_last=True) gives every rank floor(len / world) samples.
+        per_rank = len(self.train_set) // world
         steps = per_rank // self.config.batch_size
         if self.config.max_steps_per_epoch:
             steps = min(steps, self.config.max_steps_per_epoch)
@@ -230,7 +257,10 @@ class Trainer:
         self._bare_model().load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
+        if payload["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(payload["scaler"])
+        else:
+            log.warning("%s was written without AMP; the gradient scaler starts afresh", last)
         self.start_epoch = int(payload["epoch"])
         self.best_miou = float(payload["best_miou"])
         self.history = list(payload["history"])
@@ -238,45 +268,60 @@ class Trainer:
         log.info("resumed from %s at epoch %d", last, self.start_epoch)
         return True
 
-    def fit(self) -> dict:
+    def fit(self, stop_after_epochs: int | None = None) -> dict:
+        """Train from `start_epoch` to `config.epochs`, or for at most `stop_after_epochs` now."""
         config = self.config
         if self.distributed:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model = distributed_model(self.model, self.device)
         writer = self._summary_writer()
         started = time.time()
-        for epoch in range(self.start_epoch, config.epochs):
+        final_epoch = config.epochs
+        if stop_after_epochs is not None:
+            final_epoch = min(final_epoch, self.start_epoch + stop_after_epochs)
+        for epoch in range(self.start_epoch, final_epoch):
             loss = train_one_epoch(self.model, self._loader(epoch), self.criterion,
                                    self.optimizer, self.scheduler, self.scaler, self.device,
                                    config.max_steps_per_epoch, show_progress=self.rank == 0)
-            record = {"epoch": epoch + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
-            last_epoch = epoch + 1 == config.epochs
-            if self.rank == 0 and ((epoch + 1) % config.eval_every == 0 or last_epoch):
-                metrics = evaluate(self._bare_model(), self.val_set, self.device).compute()
-                record["val_miou"] = metrics["miou"]
-                self._log_scalars(writer, record, metrics["per_class_iou"])
-            self.start_epoch = epoch + 1
-            self.history.append(record)
-            if self.rank == 0:
-                improved = record.get("val_miou", -1.0) > self.best_miou
-                if improved:
-                    self.best_miou = record["val_miou"]
-                self.save("last.pt")
-                if improved:
-                    self.save("best.pt")
-                log.info("epoch %d/%d loss %.4f lr %.2e%s", epoch + 1, config.epochs, loss,
-                         record["lr"], f" val mIoU {100 * record['val_miou']:.2f}%"
-                         if "val_miou" in record else "")
-            if self.distributed:
-                torch.distributed.barrier()
+            self._end_epoch(epoch, self._mean_over_ranks(loss), writer)
         if writer is not None:
             writer.close()
-        summary = {"epochs": config.epochs, "best_val_miou": self.best_miou,
+        summary = {"epochs": self.start_epoch, "best_val_miou": self.best_miou,
                    "minutes_this_run": (time.time() - started) / 60.0,
                    "checkpoint": str(self.out_dir / "best.pt")}
         if self.distributed:
             torch.distributed.destroy_process_group()
         return summary
+
+    def _mean_over_ranks(self, value: float) -> float:
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor) / torch.distributed.get_world_size()
+
+    def _end_epoch(self, epoch: int, loss: float, writer) -> None:
+        """Validate when due, then checkpoint: rank 0 works while the others wait."""
+        config = self.config
+        record = {"epoch": epoch + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
+        last_epoch = epoch + 1 == config.epochs
+        if self.rank == 0 and ((epoch + 1) % config.eval_every == 0 or last_epoch):
+            metrics = evaluate(self._bare_model(), self.val_set, self.device).compute()
+            record["val_miou"] = metrics["miou"]
+            self._log_scalars(writer, record, metrics["per_class_iou"])
+        self.start_epoch = epoch + 1
+        self.history.append(record)
+        if self.rank == 0:
+            improved = record.get("val_miou", -1.0) > self.best_miou
+            if improved:
+                self.best_miou = record["val_miou"]
+                # best before last: a kill between the two repeats this epoch and rewrites both.
+                self.save("best.pt")
+            self.save("last.pt")
+            log.info("epoch %d/%d loss %.4f lr %.2e%s", epoch + 1, config.epochs, loss,
+                     record["lr"], f" val mIoU {100 * record['val_miou']:.2f}%"
+                     if "val_miou" in record else "")
+        if self.distributed:
+            torch.distributed.barrier()
 
     def _summary_writer(self):
         if self.rank != 0:
@@ -300,8 +345,11 @@ class Trainer:
                 writer.add_scalar(f"val_iou/{name}", iou, step)
 
 
-def train(config: TrainConfig) -> dict:
-    """Train (resuming from out_dir/last.pt when it exists) and return a summary."""
+def train(config: TrainConfig, stop_after_epochs: int | None = None) -> dict:
+    """Train (resuming from out_dir/last.pt when it exists) and return a summary.
+
+    `stop_after_epochs` ends this run early, checkpointed; the next call carries on exactly.
+    """
     trainer = Trainer(config)
     trainer.resume()
-    return trainer.fit()
+    return trainer.fit(stop_after_epochs)

@@ -51,7 +51,12 @@ class OhemCrossEntropy(nn.Module):
             threshold = max(self.threshold,
                             float(target_probability.kthvalue(kept).values) if kept > 0 else 0.0)
         hard = target_probability <= threshold
-        return pixel_loss[valid][hard].mean()
+        kept_loss = pixel_loss[valid][hard]
+        if self.weight is None:
+            return kept_loss.mean()
+        # As cross_entropy's mean: normalised by the kept pixels' class weights, not their count.
+        kept_weight = self.weight[target.flatten()[valid][hard]]
+        return kept_loss.sum() / kept_weight.sum()
 
 
 def build_loss(name: str, weight: torch.Tensor | None, ohem_threshold: float = 0.7,

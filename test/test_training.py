@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,14 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from torch.nn import functional as F
 
 from fbsnet_ros import cli
+from fbsnet_ros.data.classes import IGNORE_INDEX
 from fbsnet_ros.inference.checkpoint import CheckpointError, load_model, safe_load
 from fbsnet_ros.training.config import TrainConfig, load_train_config
 from fbsnet_ros.training.loop import Trainer, train, train_one_epoch
+from fbsnet_ros.training.losses import OhemCrossEntropy, enet_class_weights
+from fbsnet_ros.training.schedule import poly_with_warmup
 
 TEST_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TEST_DIR.parent
@@ -341,3 +347,56 @@ def test_train_command_reports_a_bad_key_in_one_line(capsys):
     assert status == cli.EXIT_USER_ERROR
     error = capsys.readouterr().err.strip()
     assert error == "fbsnet-ros train: error: unknown training config key(s): batchsize"
+
+
+# --- losses and schedule -------------------------------------------------------------------
+
+def _logits_for(probabilities: list[float]) -> torch.Tensor:
+    """Two-class logits (1, 2, 1, N) whose class-0 probabilities are the given ones."""
+    p = torch.tensor(probabilities, dtype=torch.float64)
+    return torch.stack([torch.log(p), torch.log(1 - p)]).view(1, 2, 1, -1)
+
+
+def test_ohem_keeps_hard_pixels_but_at_least_min_kept():
+    logits = _logits_for([0.9, 0.6, 0.3, 0.95, 0.5])
+    target = torch.tensor([[[0, 0, 0, 0, IGNORE_INDEX]]])
+    easy_dropped = OhemCrossEntropy(threshold=0.7, min_kept=1)(logits, target)
+    assert float(easy_dropped) == pytest.approx(-(math.log(0.6) + math.log(0.3)) / 2)
+    # min_kept 3 raises the threshold to the 3rd smallest probability, 0.9.
+    at_least_three = OhemCrossEntropy(threshold=0.7, min_kept=3)(logits, target)
+    assert float(at_least_three) == pytest.approx(
+        -(math.log(0.9) + math.log(0.6) + math.log(0.3)) / 3)
+
+
+def test_ohem_keeping_everything_is_weighted_cross_entropy():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, generator=generator)
+    target = torch.randint(0, 3, (2, 4, 5), generator=generator)
+    target[0, 0] = IGNORE_INDEX
+    weight = torch.tensor([0.5, 2.0, 1.0])
+    ohem = OhemCrossEntropy(threshold=1.0, min_kept=0, weight=weight)
+    expected = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
+    assert float(ohem(logits, target)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_enet_class_weights_from_label_frequencies():
+    labels = [np.array([[0, 0, 0, 1]], dtype=np.uint8),
+              np.array([[IGNORE_INDEX, 7]], dtype=np.uint8)]  # ignored and out-of-range values
+    weights = enet_class_weights(labels, num_classes=3)
+    expected = [1 / math.log(1.02 + 0.75), 1 / math.log(1.02 + 0.25), 1 / math.log(1.02)]
+    assert weights.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_poly_schedule_with_linear_warmup():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = poly_with_warmup(optimizer, total_steps=10, warmup_steps=2, power=0.9,
+                                 warmup_ratio=0.1)
+    factors = []
+    for _ in range(11):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert factors[:3] == pytest.approx([0.1, 0.55, 0.8 ** 0.9])
+    assert factors[5] == pytest.approx(0.5 ** 0.9)
+    assert factors[10] == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -242,3 +243,21 @@ def test_truncated_bag_fails_cleanly_from_the_shell(unusable_bags):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_offline_bag_tools_run_without_ros(camvid_sequence, random_checkpoint, tmp_path):
+    """bag-from-images and bag-eval need neither rclpy nor ROS message packages."""
+    script = f"""
+import sys
+for ros_package in ("rclpy", "sensor_msgs", "std_msgs", "rosgraph_msgs"):
+    sys.modules[ros_package] = None  # importing it now fails, as without a ROS install
+from fbsnet_ros.cli import main
+assert main(["bag-from-images", "--images", {str(camvid_sequence / "images")!r},
+             "--out", {str(tmp_path / "bag")!r}, "--rate", "5"]) == 0
+assert main(["bag-eval", "--bag", {str(tmp_path / "bag")!r}, "--image-topic", "/camera/image_raw",
+             "--weights", {str(random_checkpoint)!r}]) == 0
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert f"{FRAMES} frames read, {FRAMES} segmented" in result.stdout

@@ -272,6 +272,8 @@ def cmd_demo(args, extra) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fbsnet_ros.data.classes import IGNORE_INDEX
+
     parser = argparse.ArgumentParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -344,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mono8 label topic in the same bag, e.g. /camera/labels")
     truth.add_argument("--gt-dir", default=None,
                        help="folder of label PNGs named <header stamp in ns>.png")
-    bag_eval.add_argument("--ignore-label", type=int, default=255,
-                          help="ground-truth id left out of the metrics (ids past the class "
-                               "list always are)")
+    bag_eval.add_argument("--ignore-label", type=int, default=IGNORE_INDEX,
+                          help=f"ground-truth id left out of the metrics (default "
+                               f"{IGNORE_INDEX}; ids past the class list always are)")
     _add_engine_options(bag_eval)
     bag_eval.add_argument("--out-bag", default=None,
                           help="write /fbsnet/labels (mono8, each frame's header) to this new bag")

@@ -214,6 +214,7 @@ class BagEvaluation:
             **report_for(self.scorer.confusion, self.segmenter.class_names, self.scorer.scored),
             **latency_summary(self.latencies_ms),
             "device": str(self.segmenter.device),
+            "backend": self.segmenter.backend_name,
             "input_size": list(self.segmenter.input_size),
             "skipped": self.skipped,
         }
@@ -278,7 +279,8 @@ def format_bag_report(report: dict) -> str:
         lines.append(f"  not scored {count}: {reason}")
     if report["latency_ms"] is not None:
         latency = report["latency_ms"]
-        lines.append(f"inference on {report['device']}: p50 {latency['p50']:.1f} ms, "
+        lines.append(f"inference ({report['backend']} on {report['device']}): "
+                     f"p50 {latency['p50']:.1f} ms, "
                      f"p90 {latency['p90']:.1f} ms, p99 {latency['p99']:.1f} ms, "
                      f"{report['fps']:.1f} FPS")
     if report["frames_scored"]:

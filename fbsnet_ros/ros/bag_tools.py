@@ -312,10 +312,10 @@ def images_to_bag(images: str | Path, out: str | Path, rate: float, *,
                          f"(choose {', '.join(RAW_ENCODINGS + COMPRESSED_ENCODINGS)})")
     frame_paths = image_paths(images)
     label_paths = _matching_labels(frame_paths, labels) if labels is not None else {}
-    if gt_dir is not None and label_paths:
-        Path(gt_dir).mkdir(parents=True, exist_ok=True)
     camera_topic = camera_topic_for(encoding)
     with BagWriter(out, storage) as writer:
+        if gt_dir is not None and label_paths:
+            Path(gt_dir).mkdir(parents=True, exist_ok=True)
         for index, frame_path in enumerate(frame_paths):
             stamp_ns = start_ns + round(index * NANOSECONDS_PER_SECOND / rate)
             header = make_header(stamp_ns, frame_id)

@@ -1,0 +1,266 @@
+"""Speed of every backend, measured side by side in one run, and the model's size and cost.
+
+Shared machines are noisy, so absolute times mean little on their own: every backend runs
+interleaved with eager fp32 (round-robin rounds over the same frames) and the report gives each
+backend's ratio to eager fp32 measured in that same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fbsnet_ros.inference.checkpoint import ModelMetadata
+from fbsnet_ros.model import count_parameters
+
+log = logging.getLogger(__name__)
+
+# The reference every ratio is taken against.
+REFERENCE_BACKEND = "torch:fp32"
+# Timed calls are split into this many rounds; each round visits every backend in turn, so
+# slow drifts of a shared machine affect all backends alike.
+ROUNDS = 5
+# Distinct frames cycled through while timing (real CamVid frames where available).
+FRAME_COUNT = 8
+
+
+@dataclass
+class LatencyStats:
+    """Per-call latencies of one backend at one size, in milliseconds."""
+
+    median_ms: float
+    p99_ms: float
+    mean_ms: float
+    fps: float  # 1000 / median_ms: frames per second of back-to-back calls
+    calls: int
+    ratio_to_reference: float | None = None  # reference median / this median (> 1 is faster)
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        median = statistics.median(samples_ms)
+        return cls(median_ms=median, p99_ms=float(np.percentile(samples_ms, 99)),
+                   mean_ms=statistics.fmean(samples_ms), fps=1000.0 / median,
+                   calls=len(samples_ms))
+
+
+@dataclass
+class BackendResult:
+    backend: str  # name:precision actually running
+    description: str  # runtime, providers, optimisations
+    end_to_end: LatencyStats  # Segmenter.predict: uint8 frame in, uint8 labels out
+    model: LatencyStats  # the network alone on a ready input (device-synchronised)
+
+
+@dataclass
+class SizeResult:
+    frame_size: tuple[int, int]  # (height, width) of the camera frames
+    input_size: tuple[int, int]  # (height, width) the network ran at
+    complexity: dict  # params, MACs and FLOPs at input_size
+    backends: list[BackendResult] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # backend -> why it could not run
+
+
+def model_complexity(model: torch.nn.Module, input_size: tuple[int, int]) -> dict:
+    """Parameters, multiply-accumulates and FLOPs of one forward pass at `input_size`.
+
+    torch.utils.flop_counter counts convolutions and matrix products only (element-wise
+    operations such as batch norm, PReLU and attention gates are not counted), and counts one
+    multiply-accumulate as two FLOPs: FLOPs = 2 x MACs. Papers often quote MACs as "FLOPs".
+    """
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.eval()(torch.zeros(1, 3, *input_size))
+    flops = counter.get_total_flops()
+    return {"params": count_parameters(model), "macs": flops // 2, "flops": flops,
+            "input_size": list(input_size)}
+
+
+def benchmark_frames(frame_size: tuple[int, int], data_root: str | Path | None,
+                     count: int = FRAME_COUNT) -> list[np.ndarray]:
+    """Real CamVid val frames resized to `frame_size` where the data set is present, else noise."""
+    import cv2
+
+    height, width = frame_size
+    frames = []
+    list_file = Path(data_root) / "val.txt" if data_root else None
+    if list_file is not None and list_file.is_file():
+        from fbsnet_ros.data.io import read_rgb
+
+        for line in list_file.read_text().splitlines()[:count]:
+            image = read_rgb(Path(data_root) / line.split()[0])
+            frames.append(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR))
+    if not frames:
+        log.warning("no CamVid frames at %s: timing on random frames", data_root)
+        generator = np.random.default_rng(0)
+        frames = [generator.integers(0, 256, (height, width, 3), np.uint8) for _ in range(count)]
+    return frames
+
+
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class _Timed:
+    """One backend under test: its two timed calls and their samples."""
+
+    def __init__(self, segmenter, frames: list[np.ndarray]) -> None:
+        self.segmenter = segmenter
+        self.frames = frames
+        backend = segmenter.backend
+        batch = segmenter.transform.to_input(frames[0])
+        # Torch backends take their input where they run; the others copy from host memory.
+        if backend.name.startswith("torch"):
+            batch = batch.to(backend.device)
+        self.batch = batch
+        self.sync = _synchronizer(backend.device)
+        self.end_to_end_ms: list[float] = []
+        self.model_ms: list[float] = []
+        self.calls = 0
+
+    def warm_up(self, repeats: int) -> None:
+        for index in range(repeats):
+            self.segmenter.predict(self.frames[index % len(self.frames)])
+            self.segmenter.backend.infer(self.batch)
+        self.sync()
+
+    def time_round(self, calls: int) -> None:
+        for _ in range(calls):
+            frame = self.frames[self.calls % len(self.frames)]
+            self.calls += 1
+            start = time.perf_counter()
+            self.segmenter.predict(frame)  # returns host labels: synchronised by construction
+            self.end_to_end_ms.append(1000.0 * (time.perf_counter() - start))
+        for _ in range(calls):
+            self.sync()
+            start = time.perf_counter()
+            self.segmenter.backend.infer(self.batch)
+            self.sync()
+            self.model_ms.append(1000.0 * (time.perf_counter() - start))
+
+
+def benchmark_size(model: torch.nn.Module, metadata: ModelMetadata, backends: Sequence[str],
+                   frame_size: tuple[int, int], input_size: tuple[int, int] | None, *,
+                   device: str = "auto", iterations: int = 30, warmup: int = 3,
+                   upsample: str = "bilinear", data_root: str | Path | None = None,
+                   progress: Callable[[str], None] | None = None) -> SizeResult:
+    """Time `backends` (the reference first, always) at one frame size, interleaved."""
+    from fbsnet_ros.inference import Segmenter
+
+    input_size = tuple(input_size or frame_size)
+    frames = benchmark_frames(frame_size, data_root)
+    result = SizeResult(frame_size=tuple(frame_size), input_size=input_size,
+                        complexity=model_complexity(model, input_size))
+    ordered = [REFERENCE_BACKEND] + [name for name in backends if name != REFERENCE_BACKEND]
+    timed: dict[str, _Timed] = {}
+    for name in ordered:
+        if progress:
+            progress(f"{frame_size[0]}x{frame_size[1]}: building {name}")
+        try:
+            segmenter = Segmenter(model, metadata, device=device, input_size=input_size,
+                                  upsample=upsample, backend=name)
+        except Exception as error:  # any failure: report it and measure the others
+            if name == REFERENCE_BACKEND:
+                raise
+            result.failed[name] = str(error).splitlines()[0] if str(error) else repr(error)
+            log.warning("%s not measured: %s", name, result.failed[name])
+            continue
+        timed[segmenter.backend_name if name != "auto" else f"auto={segmenter.backend_name}"] = (
+            _Timed(segmenter, frames))
+    for entry in timed.values():
+        entry.warm_up(warmup)
+    rounds = max(1, min(ROUNDS, iterations))
+    for round_index in range(rounds):
+        calls = iterations // rounds + (round_index < iterations % rounds)
+        for name, entry in timed.items():
+            if progress:
+                progress(f"{frame_size[0]}x{frame_size[1]}: round {round_index + 1}/{rounds} "
+                         f"{name}")
+            entry.time_round(calls)
+    reference = next(iter(timed.values()))
+    reference_e2e = statistics.median(reference.end_to_end_ms)
+    reference_model = statistics.median(reference.model_ms)
+    for name, entry in timed.items():
+        end_to_end = LatencyStats.from_samples(entry.end_to_end_ms)
+        end_to_end.ratio_to_reference = reference_e2e / end_to_end.median_ms
+        model_only = LatencyStats.from_samples(entry.model_ms)
+        model_only.ratio_to_reference = reference_model / model_only.median_ms
+        result.backends.append(BackendResult(name, entry.segmenter.backend.describe(),
+                                             end_to_end, model_only))
+    return result
+
+
+def machine_summary() -> dict:
+    """What the figures were measured on."""
+    summary = {
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        summary["gpu"] = torch.cuda.get_device_name()
+    for module in ("onnxruntime", "openvino"):
+        try:
+            summary[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return summary
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def report_dict(results: Sequence[SizeResult]) -> dict:
+    return {"machine": machine_summary(), "reference": REFERENCE_BACKEND,
+            "sizes": [asdict(result) for result in results]}
+
+
+def format_report(results: Sequence[SizeResult]) -> str:
+    """A plain-text table per size, the way the README quotes it."""
+    machine = machine_summary()
+    lines = [f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
+             f"{machine['torch']} ({machine['torch_threads']} threads)"
+             + (f", GPU {machine['gpu']}" if "gpu" in machine else "")]
+    for result in results:
+        complexity = result.complexity
+        lines += [
+            "",
+            (f"frames {result.frame_size[0]}x{result.frame_size[1]}, network input "
+            f"{result.input_size[0]}x{result.input_size[1]}: {complexity['params']:,} params, "
+            f"{complexity['macs'] / 1e9:.2f} GMACs = {complexity['flops'] / 1e9:.2f} GFLOPs "
+            "(convolutions only, FLOPs = 2 x MACs)"),
+            (f"{'backend':<24} {'e2e median':>10} {'p99':>8} {'FPS':>7} {'x eager':>8}   "
+            f"{'model median':>12} {'p99':>8} {'FPS':>7} {'x eager':>8}"),
+        ]
+        for entry in result.backends:
+            e2e, model = entry.end_to_end, entry.model
+            lines.append(
+                f"{entry.backend:<24} {e2e.median_ms:>8.1f}ms {e2e.p99_ms:>6.1f}ms "
+                f"{e2e.fps:>7.1f} {e2e.ratio_to_reference:>7.2f}x   "
+                f"{model.median_ms:>10.1f}ms {model.p99_ms:>6.1f}ms {model.fps:>7.1f} "
+                f"{model.ratio_to_reference:>7.2f}x")
+        for name, reason in result.failed.items():
+            lines.append(f"{name:<24} not measured: {reason}")
+    lines += ["", ("e2e: Segmenter.predict, uint8 RGB frame to uint8 labels at frame size "
+                  "(resize, normalise, network, upsample, argmax). model: the network alone on "
+                  "a ready input. x eager: median of eager fp32 (torch:fp32) / median, same run.")]
+    return "\n".join(lines)

@@ -216,7 +216,7 @@ def cmd_bag_eval(args, extra) -> int:
     from fbsnet_ros.evaluation.scoring import write_plots, write_report
     from fbsnet_ros.ros.bag_eval import check_bag, evaluate_bag, format_bag_report
 
-    check_bag(args.bag, args.image_topic, args.gt_topic)  # before the slow weights load
+    check_bag(args.bag, args.image_topic, args.gt_topic, args.out_bag)  # before loading weights
     segmenter = _segmenter(args)
     with tqdm(desc="bag-eval", unit="frame", disable=not sys.stderr.isatty()) as progress:
         report, confusion = evaluate_bag(

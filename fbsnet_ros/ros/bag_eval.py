@@ -26,6 +26,7 @@ from fbsnet_ros.ros.bag_tools import (
     IMAGE_TYPE,
     LABELS_TOPIC,
     OVERLAY_TOPIC,
+    BagError,
     BagWriter,
     CameraFrame,
     bag_messages,
@@ -52,8 +53,11 @@ MATCH_WINDOW_FRAMES = 300
 LATENCY_PERCENTILES = (50, 90, 99)
 
 
-def check_bag(bag: str | Path, image_topic: str, gt_topic: str | None = None) -> str:
+def check_bag(bag: str | Path, image_topic: str, gt_topic: str | None = None,
+              out_bag: str | Path | None = None) -> str:
     """Fail fast (BagError) on a bag or topic bag-eval cannot use; returns the image type."""
+    if out_bag is not None and Path(out_bag).exists():
+        raise BagError(f"{out_bag}: already exists; bags are never overwritten")
     with open_bag(bag) as reader:
         connections = topic_connections(reader, bag, image_topic, CAMERA_MESSAGE_TYPES)
         if gt_topic is not None:

@@ -217,7 +217,9 @@ def _playable_connections(reader, bag, topics: Sequence[str] | None) -> list:
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> bool:
-    deadline = time.monotonic() + max(0.0, timeout_s)
+    if timeout_s <= 0:  # the wait was spent on an earlier condition, which said so
+        return condition()
+    deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() >= deadline:
             log.warning("no %s after %.1f s; going on without", what, timeout_s)

@@ -137,16 +137,6 @@ def topic_connections(reader: Reader, bag: str | Path, topic: str,
     return connections
 
 
-def topic_of_type(reader: Reader, message_types: Sequence[str],
-                  preferred: Sequence[str]) -> str | None:
-    """The first of `preferred` present with a usable type, else the only such topic."""
-    usable = {c.topic for c in reader.connections if c.msgtype in message_types}
-    for topic in preferred:
-        if topic in usable:
-            return topic
-    return usable.pop() if len(usable) == 1 else None
-
-
 def bag_messages(reader: Reader, bag: str | Path,
                  connections: Iterable) -> Iterator[tuple[object, int, memoryview]]:
     """(connection, log time ns, raw CDR) in bag order; a storage failure is a BagError."""
@@ -208,13 +198,6 @@ def decode_camera_frame(index: int, message_type: str, log_ns: int, raw) -> Came
     except (ValueError, ImageConversionError) as error:
         frame.error = str(error)
     return frame
-
-
-def read_camera_frames(reader: Reader, bag: str | Path, topic: str) -> Iterator[CameraFrame]:
-    """Every frame on an Image or CompressedImage topic, in bag order."""
-    connections = topic_connections(reader, bag, topic, CAMERA_MESSAGE_TYPES)
-    for index, (connection, log_ns, raw) in enumerate(bag_messages(reader, bag, connections)):
-        yield decode_camera_frame(index, connection.msgtype, log_ns, raw)
 
 
 def topic_message_count(reader: Reader, topic: str) -> int:

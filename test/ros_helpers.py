@@ -117,12 +117,16 @@ class TopicRecorder:
             self.messages.append(message)
             self._condition.notify_all()
 
-    def wait_for(self, predicate, timeout: float = ANSWER_TIMEOUT_S):
-        """The first recorded message satisfying predicate, or None after timeout."""
+    def __len__(self) -> int:
+        with self._condition:
+            return len(self.messages)
+
+    def wait_for(self, predicate, timeout: float = ANSWER_TIMEOUT_S, skip: int = 0):
+        """The first message satisfying predicate, ignoring the first `skip`; None on timeout."""
         deadline = time.monotonic() + timeout
         with self._condition:
             while True:
-                for message in self.messages:
+                for message in self.messages[skip:]:
                     if predicate(message):
                         return message
                 remaining = deadline - time.monotonic()

@@ -13,7 +13,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from ros_helpers import (
     ANSWER_TIMEOUT_S,
     NodeProcess,
@@ -26,6 +26,13 @@ from ros_helpers import (
 from sensor_msgs.msg import CompressedImage, Image
 
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_data
+from fbsnet_ros.ros.segmentation_node import (
+    FAILED_STREAK_FOR_ERROR,
+    STALE_INPUT_S,
+    STATISTICS_WINDOW_S,
+    FrameStatistics,
+    ReceivedFrame,
+)
 
 NUM_CLASSES = 11  # CamVid, as in the random checkpoint
 READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
@@ -36,8 +43,9 @@ REPUBLISH_PERIOD_S = 3.0
 
 @pytest.fixture(scope="module")
 def weights_params_file(random_checkpoint, tmp_path_factory):
+    # The CPU whatever the machine, so diagnostics name the same hardware everywhere.
     return write_params_file(tmp_path_factory.mktemp("params") / "weights.yaml",
-                             {"weights": str(random_checkpoint)})
+                             {"weights": str(random_checkpoint), "device": "cpu"})
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +102,11 @@ class Camera:
         raise AssertionError(f"no labels for frame {stamp} in {ANSWER_TIMEOUT_S} s")
 
     def diagnostics_where(self, condition, timeout: float = ANSWER_TIMEOUT_S) -> dict:
-        """Values of the first node status satisfying condition(values)."""
+        """Values of the first status published from now on that satisfies condition(values)."""
         def matches(array):
             return any(status.name == DIAGNOSTICS_NAME and condition(_values(status))
                        for status in array.status)
-        array = self.diagnostics.wait_for(matches, timeout)
+        array = self.diagnostics.wait_for(matches, timeout, skip=len(self.diagnostics))
         assert array is not None, "no diagnostics matching the condition"
         status = next(status for status in array.status if status.name == DIAGNOSTICS_NAME)
         return {**_values(status), "level": status.level, "hardware_id": status.hardware_id}
@@ -165,6 +173,29 @@ def test_malformed_frames_are_skipped_and_the_next_frame_served(camera):
     assert camera.request(camera_image(48, 64, "rgb8")).width == 64
     for stamp in bad_stamps:
         assert camera.labels.with_stamp(stamp) == []
+
+
+def test_a_burst_is_served_latest_first_and_every_frame_accounted_for(camera):
+    def frame_counts(values):
+        return {key: int(values[f"frames {key}"])
+                for key in ("received", "processed", "dropped", "rejected", "failed")}
+
+    def all_settled(values):
+        counts = frame_counts(values)
+        return counts["received"] == sum(counts[key] for key in counts if key != "received")
+
+    before = frame_counts(camera.diagnostics_where(all_settled))
+    burst = [camera.publish(camera_image(480, 640, "rgb8", seed=seed)) for seed in range(8)]
+
+    assert camera.labels.wait_for(_has_stamp(burst[-1])) is not None, "newest frame unanswered"
+    after = frame_counts(camera.diagnostics_where(
+        lambda values: all_settled(values) and frame_counts(values)["processed"] > before[
+            "processed"]))
+    answered = sum(len(camera.labels.with_stamp(stamp)) for stamp in burst)
+    delta = {key: after[key] - before[key] for key in after}
+    assert answered == delta["processed"]
+    # Frames the worker had no time for were replaced in the mailbox, never queued.
+    assert delta["received"] == delta["processed"] + delta["dropped"]
 
 
 def test_diagnostics_report_counts_latency_and_errors(camera):
@@ -298,3 +329,33 @@ def test_signal_stops_the_node_promptly_mid_frame(
         assert "Traceback" not in node.output
     finally:
         node.stop()
+
+
+def test_statistics_levels_follow_input_and_failures():
+    statistics = FrameStatistics()
+
+    def status(now):
+        return statistics.diagnostic_status("fbsnet: segmentation", "cpu", now)
+
+    assert status(0.0).level == DiagnosticStatus.OK  # waiting for a camera is no fault
+    statistics.record_received(1.0, replaced_waiting_frame=False)
+    statistics.record_processed(ReceivedFrame(Image(), received_at=1.0), now=1.04)
+    healthy = status(1.5)
+    assert healthy.level == DiagnosticStatus.OK
+    assert _values(healthy)["latency p50 ms"] == "40.0"
+    assert status(1.0 + STALE_INPUT_S + 0.5).level == DiagnosticStatus.WARN
+
+    for second in range(10, 10 + FAILED_STREAK_FOR_ERROR):
+        statistics.record_received(second, replaced_waiting_frame=False)
+        statistics.record_rejected("encoding 'x' not supported", second)
+    assert status(10.0 + FAILED_STREAK_FOR_ERROR).level == DiagnosticStatus.ERROR
+    recovered_at = 10.0 + FAILED_STREAK_FOR_ERROR
+    statistics.record_received(recovered_at, replaced_waiting_frame=False)
+    statistics.record_processed(ReceivedFrame(Image(), recovered_at), now=recovered_at + 0.1)
+    recovering = status(recovered_at + 0.2)
+    assert recovering.level == DiagnosticStatus.WARN  # served again, but errors are recent
+    assert _values(recovering)["last error"] == "encoding 'x' not supported"
+    later = recovered_at + STATISTICS_WINDOW_S
+    statistics.record_received(later, replaced_waiting_frame=False)
+    statistics.record_processed(ReceivedFrame(Image(), later), now=later + 0.1)
+    assert status(later + 0.2).level == DiagnosticStatus.OK  # the errors have aged out

@@ -47,6 +47,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from fbsnet_ros.inference import CheckpointError, Segmenter, colorize, overlay
+from fbsnet_ros.inference.backends import BackendUnavailable, backend_choices
 from fbsnet_ros.inference.engine import UPSAMPLE_MODES
 from fbsnet_ros.model import OUTPUT_STRIDE
 from fbsnet_ros.ros.image_conversion import (
@@ -64,7 +65,6 @@ INPUT_TOPIC = "/camera/image_raw"
 # image_transport publishes the compressed stream under the raw topic's name plus this suffix.
 COMPRESSED_SUFFIX = "/compressed"
 INPUT_TRANSPORTS = ("raw", "compressed")
-DEVICES = ("auto", "cpu", "cuda")
 
 # Two deep: a subscriber that is briefly busy still gets the newest result, never a queue.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
@@ -77,7 +77,8 @@ STATISTICS_WINDOW_S = 5.0
 STALE_INPUT_S = 2.0
 # This many consecutive unusable frames is an error, not a warning: nothing is being served.
 FAILED_STREAK_FOR_ERROR = 10
-LATENCY_SAMPLES = 200
+# Timings kept for the latency percentiles and the frame rate.
+RECENT_SAMPLES = 200
 # A frame still in inference at shutdown gets this long before the daemon worker is abandoned.
 WORKER_JOIN_TIMEOUT_S = 2.0
 # Largest accepted max_pixels: far above any camera, still a real guard against garbage headers.
@@ -110,6 +111,11 @@ def parameter_declarations() -> list[tuple[str, object, ParameterDescriptor]]:
             description="how class scores return to camera resolution: bilinear (smoother "
                         "borders) or nearest (cheaper)",
             read_only=True, additional_constraints="one of: " + ", ".join(UPSAMPLE_MODES))),
+        ("backend", "torch", ParameterDescriptor(
+            description="inference runtime, name[:precision]: torch (eager PyTorch, the "
+                        "reference), torch-opt, onnxruntime, openvino; auto picks the fastest "
+                        "installed one that passes the label-agreement test and logs its choice",
+            read_only=True, additional_constraints="one of: " + ", ".join(backend_choices()))),
         ("input_transport", "raw", ParameterDescriptor(
             description="raw: sensor_msgs/Image on the input topic; compressed: "
                         f"sensor_msgs/CompressedImage on <input topic>{COMPRESSED_SUFFIX}",
@@ -178,9 +184,9 @@ class FrameStatistics:
         self.received = self.processed = self.dropped = self.rejected = self.failed = 0
         self.last_error = ""
         self._last_received_at: float | None = None
-        self._latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self._processed_at: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self._error_at: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._latencies_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self._processed_at: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self._error_at: deque[float] = deque(maxlen=RECENT_SAMPLES)
         self._recent_outcomes: deque[bool] = deque(maxlen=FAILED_STREAK_FOR_ERROR)
 
     def record_received(self, now: float, replaced_waiting_frame: bool) -> None:
@@ -249,7 +255,7 @@ class FrameStatistics:
         if self._last_received_at is not None and now - self._last_received_at > STALE_INPUT_S:
             return DiagnosticStatus.WARN, f"no input for {now - self._last_received_at:.1f} s"
         if self._error_at and now - self._error_at[-1] <= STATISTICS_WINDOW_S:
-            return DiagnosticStatus.WARN, f"frames failed in the last {STATISTICS_WINDOW_S:g} s"
+            return DiagnosticStatus.WARN, f"unusable frames in the last {STATISTICS_WINDOW_S:g} s"
         if self._last_received_at is None:
             return DiagnosticStatus.OK, "waiting for images"
         return DiagnosticStatus.OK, "segmenting"
@@ -305,8 +311,8 @@ class SegmentationNode(Node):
         self.worker.start()
         self.get_logger().info(
             f"segmenting {self.image_subscription.topic_name} ({self.input_transport}) on "
-            f"{self.segmenter.device}, network input {self.segmenter.input_size}, "
-            f"{self.segmenter.num_classes} classes")
+            f"{self.segmenter.device} ({self.segmenter.backend_name}), network input "
+            f"{self.segmenter.input_size}, {self.segmenter.num_classes} classes")
 
     def _declare_parameters(self) -> dict:
         settings = {}
@@ -340,9 +346,11 @@ class SegmentationNode(Node):
             return Segmenter.from_checkpoint(
                 settings["weights"] or None, device=settings["device"],
                 input_size=list(settings["input_size"] or ()) or None,
-                upsample=settings["upsample"])
+                upsample=settings["upsample"], backend=settings["backend"])
         except CheckpointError as error:
             raise StartupError(f"parameter 'weights': {error}") from None
+        except BackendUnavailable as error:
+            raise StartupError(f"parameter 'backend': {error}") from None
         except ValueError as error:
             raise StartupError(f"invalid parameter: {error}") from None
 
@@ -390,8 +398,8 @@ class SegmentationNode(Node):
         header = message.header
         self.labels_publisher.publish(image_message(header, rgb_to_image_fields(labels, "mono8")))
 
-        # Colouring and blending cost more than inference on small models: only do them when
-        # wanted and someone listens.
+        # Colouring and blending are full passes at camera resolution: skip them when nobody
+        # would see the result.
         want_color_mask = (self.publish_color_mask
                            and self.color_mask_publisher.get_subscription_count() > 0)
         want_overlay = self.publish_overlay and self.overlay_publisher.get_subscription_count() > 0

@@ -39,6 +39,8 @@ READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
 DIAGNOSTICS_NAME = "fbsnet: segmentation"
 # Until the first answer proves DDS has matched both ways, a frame may be republished this often.
 REPUBLISH_PERIOD_S = 3.0
+# Low enough that a test frame of modest size can exceed it.
+SHARED_NODE_MAX_PIXELS = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +53,11 @@ def weights_params_file(random_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmentation_node(weights_params_file, tmp_path_factory):
     directory = tmp_path_factory.mktemp("shared_node")
-    reliable_input = write_params_file(directory / "qos.yaml",
-                                       reliable_subscription_override("/camera/image_raw"))
-    node = NodeProcess(directory / "node.log", [weights_params_file, reliable_input])
+    settings = write_params_file(directory / "shared.yaml", {
+        "max_pixels": SHARED_NODE_MAX_PIXELS,
+        **reliable_subscription_override("/camera/image_raw"),
+    })
+    node = NodeProcess(directory / "node.log", [weights_params_file, settings])
     try:
         node.wait_for_output(READY_LINE)
         yield node
@@ -160,10 +164,12 @@ def test_malformed_frames_are_skipped_and_the_next_frame_served(camera):
     short_data.data = short_data.data[:-1]
     unknown_encoding = camera_image(48, 64, "rgb8")
     unknown_encoding.encoding = "rgb_mystery"
+    too_many_pixels = camera_image(1000, SHARED_NODE_MAX_PIXELS // 1000 + 1, "mono8")
     rejected_before = int(camera.diagnostics_where(lambda values: True)["frames rejected"])
 
     bad_stamps = []
-    for expected_rejected, malformed in enumerate((short_data, unknown_encoding), 1):
+    for expected_rejected, malformed in enumerate(
+            (short_data, unknown_encoding, too_many_pixels), 1):
         bad_stamps.append(camera.publish(malformed))
         # Wait until the node has refused it, so the good frame cannot replace it unseen.
         camera.diagnostics_where(

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""What the ROS node costs on top of the engine, measured from outside the node over real DDS.
+
+1. Engine alone: `Segmenter.predict` in a loop on the same frames with the same backend,
+   nothing else running: frames per second and median latency.
+2. Throughput: the node (its console script, a separate process) is flooded with camera frames
+   at --flood-hz (default 50 Hz, more than it can serve on a CPU); labels per second arriving on
+   /fbsnet/labels, and their ratio to the engine's rate (issue 5 target: >= 0.9).
+3. Latency: frames at half the engine's rate; time from publish (the header stamp) to the
+   arrival of the labels carrying that stamp, p50 / p99, and p99 over the engine's median
+   latency (target: <= 1.5). Whether frames queue up shows in the first and last thirds.
+
+DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain of its own.
+
+    .venv/bin/python bench/node_overhead.py --backend torch --seconds 20 --json node.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
+INPUT_TOPIC = "/camera/image_raw"
+LABELS_TOPIC = "/fbsnet/labels"
+FRAME_COUNT = 8
+# The node may export or compile its backend on first start: minutes on two cores.
+STARTUP_TIMEOUT_S = 900.0
+# Labels still in flight when a phase ends are counted; this long is waited for them.
+DRAIN_S = 2.0
+# The first seconds of a flood fill the pipeline; throughput is counted after them.
+SETTLE_S = 2.0
+
+log = logging.getLogger("node_overhead")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="", help="checkpoint (default: the shipped weights)")
+    parser.add_argument("--backend", default="torch", help="backend of both engine and node")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", default="360x480", help="camera frame size HxW")
+    parser.add_argument("--flood-hz", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared/datasets/camvid"))
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS_DOMAIN_ID (default: one derived from this process id)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def isolate_dds(domain_id: int | None) -> int:
+    """Localhost-only discovery in a domain no other run on this machine is likely to use."""
+    domain = domain_id if domain_id is not None else 120 + os.getpid() % 100
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    return domain
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def measure_engine(args, frames: list[np.ndarray]) -> dict:
+    """Segmenter.predict back to back for --seconds."""
+    from fbsnet_ros.inference import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(args.weights or None, device=args.device,
+                                          backend=args.backend)
+    for frame in frames[:3]:
+        segmenter.predict(frame)
+    latencies = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        began = time.perf_counter()
+        segmenter.predict(frames[len(latencies) % len(frames)])
+        latencies.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    return {"backend": segmenter.backend_name, "frames": len(latencies),
+            "fps": len(latencies) / elapsed,
+            "median_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * percentile(latencies, 99)}
+
+
+class Probe:
+    """Camera publisher and labels listener in this process, spun in a background thread."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node("node_overhead_probe", context=self.context)
+        # The node's camera subscription uses the sensor-data profile: publish the same way.
+        self.publisher = self.node.create_publisher(Image, INPUT_TOPIC, qos_profile_sensor_data)
+        self.node.create_subscription(Image, LABELS_TOPIC, self._on_labels,
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        # Built once: publishing then costs one stamp and the DDS copy.
+        self.messages = []
+        for frame in frames:
+            message = Image(height=frame.shape[0], width=frame.shape[1], encoding="rgb8",
+                            step=3 * frame.shape[1])
+            message.header.frame_id = "camera"
+            message.data = array.array("B", frame.tobytes())
+            self.messages.append(message)
+        self.lock = threading.Lock()
+        self.published: dict[int, float] = {}  # stamp in ns -> publish time
+        self.arrivals: list[tuple[float, int]] = []  # (arrival time, stamp in ns)
+        self.timer = None
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.spinner = threading.Thread(target=self._spin, daemon=True)
+        self.spinner.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def _on_labels(self, message) -> None:
+        now = time.time()
+        stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        with self.lock:
+            self.arrivals.append((now, stamp))
+
+    def publish_one(self) -> None:
+        now = time.time()
+        stamp = int(now * 1e9)
+        message = self.messages[len(self.published) % len(self.messages)]
+        message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        with self.lock:
+            self.published[stamp] = now
+        self.publisher.publish(message)
+
+    def publish_at(self, rate_hz: float | None) -> None:
+        """Start (or with None stop) publishing frames at rate_hz from the executor's thread."""
+        if self.timer is not None:
+            self.node.destroy_timer(self.timer)
+            self.timer = None
+        if rate_hz:
+            self.timer = self.node.create_timer(1.0 / rate_hz, self.publish_one)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.published.clear()
+            self.arrivals.clear()
+
+    def snapshot(self) -> tuple[dict[int, float], list[tuple[float, int]]]:
+        with self.lock:
+            return dict(self.published), list(self.arrivals)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.publish_at(None)
+        rclpy.try_shutdown(context=self.context)
+        self.spinner.join(timeout=10)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def start_node(args, log_path: Path) -> subprocess.Popen:
+    executable = Path(sys.executable).parent / "segmentation_node"
+    command = [str(executable), "--ros-args", "--params-file", str(PARAMS_FILE),
+               "-p", f"weights:={args.weights}", "-p", f"device:={args.device}",
+               "-p", f"backend:={args.backend}"]
+    log.info("starting %s", " ".join(command))
+    return subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_node(probe: Probe, node: subprocess.Popen, log_path: Path) -> None:
+    """Until the node has answered one frame: it is connected and its backend is warm."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if node.poll() is not None:
+            raise SystemExit(f"the node exited ({node.returncode}):\n{log_path.read_text()}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no labels from the node in {STARTUP_TIMEOUT_S} s")
+        if probe.publisher.get_subscription_count() > 0:
+            probe.publish_one()
+            if probe.snapshot()[1]:
+                return
+        time.sleep(1.0)
+
+
+def flood(probe: Probe, rate_hz: float, seconds: float) -> dict:
+    probe.reset()
+    probe.publish_at(rate_hz)
+    start = time.time()
+    time.sleep(seconds)
+    probe.publish_at(None)
+    end = time.time()
+    time.sleep(DRAIN_S)
+    published, arrivals = probe.snapshot()
+    counted = [t for t, _ in arrivals if start + SETTLE_S <= t <= end]
+    return {"published_hz": len(published) / (end - start),
+            "labels_per_s": len(counted) / (end - start - SETTLE_S),
+            "labels": len(arrivals), "frames": len(published)}
+
+
+def paced_latency(probe: Probe, rate_hz: float, seconds: float) -> dict:
+    probe.reset()
+    probe.publish_at(rate_hz)
+    time.sleep(seconds)
+    probe.publish_at(None)
+    time.sleep(DRAIN_S)
+    published, arrivals = probe.snapshot()
+    latencies = [arrived - published[stamp] for arrived, stamp in arrivals if stamp in published]
+    third = max(1, len(latencies) // 3)
+    return {"rate_hz": rate_hz, "frames": len(published), "answered": len(latencies),
+            "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
+            "max_ms": 1000 * max(latencies, default=float("nan")),
+            "first_third_median_ms": 1000 * statistics.median(latencies[:third] or [np.nan]),
+            "last_third_median_ms": 1000 * statistics.median(latencies[-third:] or [np.nan])}
+
+
+def load_frames(data_root: str, size: tuple[int, int]) -> list[np.ndarray]:
+    from fbsnet_ros.evaluation.benchmark import benchmark_frames
+
+    return benchmark_frames(size, data_root, FRAME_COUNT)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    domain = isolate_dds(args.domain_id)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    frames = load_frames(args.data_root, (height, width))
+
+    log.info("engine alone: %s for %.0f s", args.backend, args.seconds)
+    engine = measure_engine(args, frames)
+    log.info("engine: %.2f FPS, median %.1f ms", engine["fps"], engine["median_ms"])
+
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"node_overhead_{os.getpid()}.log"
+    node = start_node(args, log_path)
+    probe = Probe(frames)
+    try:
+        wait_for_node(probe, node, log_path)
+        log.info("flooding the node at %.0f Hz for %.0f s", args.flood_hz, args.seconds)
+        throughput = flood(probe, args.flood_hz, args.seconds)
+        half_rate = engine["fps"] / 2
+        log.info("feeding at %.2f Hz (half the engine rate) for %.0f s", half_rate, args.seconds)
+        latency = paced_latency(probe, half_rate, args.seconds)
+    finally:
+        probe.close()
+        if node.poll() is None:
+            node.send_signal(signal.SIGINT)
+            try:
+                node.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
+    result = {
+        "frame_size": [height, width], "ros_domain_id": domain, "engine": engine,
+        "node_flooded": throughput, "node_paced": latency,
+        "throughput_ratio": throughput["labels_per_s"] / engine["fps"],
+        "p99_over_engine_median": latency["p99_ms"] / engine["median_ms"],
+    }
+    print(format_result(result, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def format_result(result: dict, args) -> str:
+    engine, flooded, paced = result["engine"], result["node_flooded"], result["node_paced"]
+    lines = [
+        f"backend {engine['backend']}, {args.size} frames, DDS domain {result['ros_domain_id']}",
+        (f"engine alone (Segmenter.predict loop): {engine['fps']:.2f} FPS, median "
+         f"{engine['median_ms']:.1f} ms, p99 {engine['p99_ms']:.1f} ms"),
+        (f"node flooded at {flooded['published_hz']:.1f} Hz: "
+         f"{flooded['labels_per_s']:.2f} labels/s -> node/engine throughput "
+         f"{result['throughput_ratio']:.3f} (target >= 0.9)"),
+        (f"node fed at {paced['rate_hz']:.2f} Hz (half the engine rate): {paced['answered']}/"
+         f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "
+         f"{paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms -> p99 / engine median "
+         f"{result['p99_over_engine_median']:.2f} (target <= 1.5)"),
+        (f"queueing check: median latency first third {paced['first_third_median_ms']:.1f} ms, "
+         f"last third {paced['last_third_median_ms']:.1f} ms"),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

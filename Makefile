@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 
-.PHONY: install demo test lint soak clean
+.PHONY: install demo test lint soak bench clean
 
 install: $(STAMP)
 
@@ -21,11 +21,17 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 demo: install
 	$(BIN)/fbsnet-ros demo
 
+# -rs prints why a test was skipped (the CUDA tests, on machines without a GPU).
 test: install
-	$(BIN)/python -m pytest -q test
+	$(BIN)/python -m pytest -q -rs test
 
 lint: install
 	$(BIN)/ruff check fbsnet_ros test launch setup.py
+
+# Speed figures for the README: every backend against eager fp32, then the node's own cost.
+bench: install
+	$(BIN)/fbsnet-ros benchmark --sizes 360x480 512x1024 --json bench/results.json
+	$(BIN)/python bench/node_overhead.py --backend auto --json bench/node_overhead.json
 
 clean:
 	rm -rf $(VENV) build install log demo_output .pytest_cache

@@ -340,6 +340,9 @@ class OnnxRuntimeBackend(Backend):
         path = cached_onnx(model, metadata)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle ORT threads would otherwise spin after each run, taking the cores the shared
+        # torch post-processing (upsample, argmax) needs right then.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Fix the dynamic axes at the input size so memory is planned once.
         options.add_free_dimension_override_by_name("height", transform.input_size[0])
         options.add_free_dimension_override_by_name("width", transform.input_size[1])
@@ -356,9 +359,13 @@ class OnnxRuntimeBackend(Backend):
         if device.type == "cuda":
             index = device.index or 0
             if "TensorrtExecutionProvider" in available:
+                from fbsnet_ros.inference.export import cache_dir
+
+                # Engines are built per input shape (minutes); the cache keeps them across runs.
                 providers.append(("TensorrtExecutionProvider", {
                     "device_id": index, "trt_fp16_enable": precision == "fp16",
-                    "trt_engine_cache_enable": True}))
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache_dir() / "tensorrt")}))
             providers.append(("CUDAExecutionProvider", {"device_id": index}))
         providers.append(("CPUExecutionProvider", {}))
         return providers

@@ -35,7 +35,8 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="inference size (default: the checkpoint's)")
     parser.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear",
-                        help="logits back to frame size (bilinear, accurate) or labels (nearest, fast)")
+                        help="logits back to frame size (bilinear, accurate) "
+                             "or labels (nearest, fast)")
     parser.add_argument("--backend", default="torch", metavar="NAME[:PRECISION]",
                         help="inference runtime: torch (eager, the reference), torch-opt, "
                              "onnxruntime, openvino, openvino:bf16, ... or auto (the fastest "
@@ -78,9 +79,14 @@ def cmd_train(args, extra) -> int:
 def cmd_evaluate(args, extra) -> int:
     from tqdm import tqdm
 
-    from fbsnet_ros.data.datasets import camvid, read_list_file, SegmentationDataset
+    from fbsnet_ros.data.datasets import SegmentationDataset, camvid, read_list_file
     from fbsnet_ros.evaluation.scoring import (
-        format_report, report_for, score_frames, write_plots, write_report)
+        format_report,
+        report_for,
+        score_frames,
+        write_plots,
+        write_report,
+    )
 
     segmenter = _segmenter(args)
     if args.list:
@@ -281,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train FBSNet from a YAML recipe",
                                 description="Train; any '--key value' after the options "
                                             "overrides that key of the recipe.")
-    train.add_argument("--config", required=True, help="YAML recipe, e.g. config/train/camvid_cpu.yaml")
+    train.add_argument("--config", required=True,
+                       help="YAML recipe, e.g. config/train/camvid_cpu.yaml")
     train.set_defaults(handler=cmd_train, accepts_overrides=True)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on a labelled split")

@@ -100,7 +100,7 @@ def test_cityscapes_lookup_follows_the_cityscapesscripts_table():
         elif label.id >= 0:
             assert lookup[label.id] == IGNORE_INDEX, label.name
     assert tuple(names_by_train_id[i] for i in range(19)) == CITYSCAPES_CLASS_NAMES
-    assert sorted(set(lookup.tolist())) == list(range(19)) + [IGNORE_INDEX]
+    assert sorted(set(lookup.tolist())) == [*list(range(19)), IGNORE_INDEX]
 
 
 def test_cityscapes_layout_pairs_frames_and_converts_label_ids(cityscapes_root):
@@ -225,7 +225,8 @@ def test_camvid_list_errors_name_the_file(tmp_path):
     root = tmp_path / "camvid"
     write_png(root / "train" / "x.png", rgb_frame(0))
     write_png(root / "trainannot" / "x.png", np.zeros((HEIGHT, WIDTH), np.uint8))
-    (root / "train.txt").write_text("train/x.png trainannot/x.png\ntrain/gone.png trainannot/x.png\n")
+    (root / "train.txt").write_text(
+        "train/x.png trainannot/x.png\ntrain/gone.png trainannot/x.png\n")
     with pytest.raises(DatasetError, match=r"train/gone\.png: image missing"):
         camvid(root, "train")
     (root / "train.txt").write_text("train/x.png trainannot/x.png\n")

@@ -146,7 +146,8 @@ def test_every_frame_is_answered_at_its_size_with_its_header(
     labels = camera.request(image)
     stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
 
-    assert (labels.header.stamp, labels.header.frame_id) == (image.header.stamp, f"camera_{encoding}")
+    expected_header = (image.header.stamp, f"camera_{encoding}")
+    assert (labels.header.stamp, labels.header.frame_id) == expected_header
     assert (labels.height, labels.width, labels.encoding, labels.step) == (
         height, width, "mono8", width)
     assert np.frombuffer(labels.data, np.uint8).max() < NUM_CLASSES

@@ -120,7 +120,9 @@ class SegmentationDataset(Dataset):
         return self.transform(image, label)
 
 
-def read_list_file(list_file: str | Path, root: str | Path | None = None) -> list[tuple[Path, Path]]:
+def read_list_file(
+    list_file: str | Path, root: str | Path | None = None
+) -> list[tuple[Path, Path]]:
     """SegNet-style list: one `image_path label_path` pair per line, relative to root."""
     list_file = Path(list_file)
     if not list_file.is_file():
@@ -202,7 +204,9 @@ def default_palette(count: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
-def read_class_file(path: str | Path) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...], bool]:
+def read_class_file(
+    path: str | Path,
+) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...], bool]:
     """Class names, palette and whether the file gave colours.
 
     One class per line in id order: `name` or `name r g b` (names may contain spaces; all lines
@@ -251,7 +255,8 @@ def _files_by_stem(folder: Path, suffixes: Sequence[str], what: str) -> dict[str
         if path.suffix.lower() not in suffixes or not path.is_file():
             continue
         if path.stem in by_stem:
-            raise DatasetError(f"{path}: two {what}s named {path.stem!r} (also {by_stem[path.stem]})")
+            raise DatasetError(
+                f"{path}: two {what}s named {path.stem!r} (also {by_stem[path.stem]})")
         by_stem[path.stem] = path
     return by_stem
 
@@ -265,7 +270,8 @@ def folder_pairs(image_dir: str | Path, label_dir: str | Path) -> list[tuple[Pat
         raise DatasetError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     for stem, image_path in images.items():
         if stem not in labels:
-            raise DatasetError(f"{label_dir / (stem + '.png')}: label missing (for image {image_path})")
+            raise DatasetError(
+                f"{label_dir / (stem + '.png')}: label missing (for image {image_path})")
     for stem, label_path in labels.items():
         if stem not in images:
             raise DatasetError(f"{image_dir / stem}.*: image missing (for label {label_path})")

@@ -21,7 +21,8 @@ def synthetic_road_scene(frame_index: int, size: tuple[int, int] = (360, 480)) -
     frame = np.empty((height, width, 3), dtype=np.uint8)
     horizon = int(0.45 * height)
     sky_shade = np.linspace(235, 150, horizon, dtype=np.float32)[:, None]
-    frame[:horizon] = np.stack([sky_shade * 0.65, sky_shade * 0.8, sky_shade], axis=-1).astype(np.uint8)
+    sky = np.stack([sky_shade * 0.65, sky_shade * 0.8, sky_shade], axis=-1)
+    frame[:horizon] = sky.astype(np.uint8)
     frame[horizon:] = (110, 110, 105)
 
     rng = np.random.default_rng(7)  # the same skyline in every frame
@@ -30,7 +31,8 @@ def synthetic_road_scene(frame_index: int, size: tuple[int, int] = (360, 480)) -
         building_w = int(rng.integers(width // 12, width // 5))
         top = int(rng.integers(int(0.12 * height), horizon - 10))
         shade = int(rng.integers(90, 170))
-        cv2.rectangle(frame, (x, top), (x + building_w, horizon + 12), (shade, shade - 20, shade - 35), -1)
+        colour = (shade, shade - 20, shade - 35)
+        cv2.rectangle(frame, (x, top), (x + building_w, horizon + 12), colour, -1)
         x += building_w + int(rng.integers(2, 10))
     for tree_x in range(width // 10, width, width // 4):
         cv2.circle(frame, (tree_x, horizon - 5), height // 12, (40, 110, 35), -1)

@@ -50,7 +50,8 @@ def read_label(path: str | Path, colours: Sequence[Sequence[int]] | None = None)
 
 def colours_to_ids(rgb: np.ndarray, colours: Sequence[Sequence[int]]) -> np.ndarray:
     """HxWx3 RGB label colours to HxW uint8 ids; colours not in the list become IGNORE_INDEX."""
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    channels = rgb.astype(np.int32)
+    packed = (channels[..., 0] << 16) | (channels[..., 1] << 8) | channels[..., 2]
     ids = np.full(rgb.shape[:2], IGNORE_INDEX, dtype=np.uint8)
     for class_id, (red, green, blue) in enumerate(colours):
         ids[packed == (red << 16 | green << 8 | blue)] = class_id

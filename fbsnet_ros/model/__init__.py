@@ -12,10 +12,10 @@ from fbsnet_ros.model.fbsnet import (
 )
 
 __all__ = [
-    "FBSNet",
-    "FBSNetConfig",
     "NAMED_CONFIGS",
     "OUTPUT_STRIDE",
+    "FBSNet",
+    "FBSNetConfig",
     "StageSpec",
     "build_fbsnet",
     "count_parameters",

@@ -76,7 +76,7 @@ class SpatialAttention(nn.Module):
 
 
 class CoordinateAttention(nn.Module):
-    """Coordinate attention (Hou et al. 2021), the paper's Feature Aggregation Module (Eq. 10-13)."""
+    """Coordinate attention (Hou et al.): the paper's Feature Aggregation Module, Eq. 10-13."""
 
     def __init__(self, channels: int, reduction: int = 4, min_hidden: int = 8) -> None:
         super().__init__()
@@ -123,7 +123,8 @@ class BottleneckResidualUnit(nn.Module):
         self.local_second = nn.Sequential(depthwise((1, 3), 1), depthwise((3, 1), 1))
         self.context_first = nn.Sequential(depthwise((3, 1), dilation), depthwise((1, 3), dilation))
         self.context_attention = ChannelAttention(eca_kernel)
-        self.context_second = nn.Sequential(depthwise((1, 3), dilation), depthwise((3, 1), dilation))
+        self.context_second = nn.Sequential(
+            depthwise((1, 3), dilation), depthwise((3, 1), dilation))
         self.identity_attention = ChannelAttention(eca_kernel)
         self.merge_norm = NormAct(half)
         self.expand = ConvNormAct(half, channels, 1, norm_act=False)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import itertools
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -125,7 +126,7 @@ class FBSNet(nn.Module):
     def __init__(self, num_classes: int | None = None, config: FBSNetConfig | None = None) -> None:
         super().__init__()
         if config is None:
-            config = FBSNetConfig() if num_classes is None else FBSNetConfig(num_classes=num_classes)
+            config = FBSNetConfig(num_classes=19 if num_classes is None else num_classes)
         elif num_classes is not None and num_classes != config.num_classes:
             raise ValueError("num_classes disagrees with config.num_classes")
         self.config = config
@@ -151,7 +152,7 @@ class FBSNet(nn.Module):
 
         widths = (stem, *config.detail_channels)
         self.detail = nn.Sequential(
-            *(ConvNormAct(c_in, c_out, 3) for c_in, c_out in zip(widths[:-1], widths[1:]))
+            *(ConvNormAct(c_in, c_out, 3) for c_in, c_out in itertools.pairwise(widths))
         )
         self.detail_attention = SpatialAttention(config.spatial_attention_kernel)
         self.fuse_norm = NormAct(dec[1].channels)

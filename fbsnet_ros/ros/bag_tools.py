@@ -147,7 +147,7 @@ def bag_messages(reader: Reader, bag: str | Path,
             connection, log_ns, raw = next(messages)
         except StopIteration:
             return
-        except Exception as error:  # noqa: BLE001 - any storage failure means a damaged bag
+        except Exception as error:
             raise BagError(f"{bag}: bag is damaged or truncated after {count} messages "
                            f"({_one_line(error)})") from None
         count += 1
@@ -158,7 +158,7 @@ def deserialize(raw, message_type: str):
     """Raw CDR to a rosbags message; ValueError for bytes that are not that message."""
     try:
         return typestore().deserialize_cdr(raw, message_type)
-    except Exception as error:  # noqa: BLE001 - rosbags raises assorted errors on bad bytes
+    except Exception as error:
         raise ValueError(f"undecodable {message_type} ({type(error).__name__})") from None
 
 

@@ -39,7 +39,7 @@ def default_params_file() -> Path:
         installed = Path(get_package_share_directory("fbsnet_ros")) / "config" / "segmentation.yaml"
         if installed.is_file():
             return installed
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):  # no ament index: a source checkout
         pass
     return Path(__file__).resolve().parents[2] / "config" / "segmentation.yaml"
 

@@ -378,7 +378,7 @@ class SegmentationNode(Node):
             except ImageConversionError as error:
                 self.statistics.record_rejected(str(error), time.monotonic())
                 self.get_logger().warning(f"skipping frame: {error}", throttle_duration_sec=5.0)
-            except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
+            except Exception as error:
                 if self.mailbox.closed or not self.context.ok():
                     return  # shutdown began mid-frame and took the publishers with it
                 self.statistics.record_failed(repr(error), time.monotonic())

@@ -203,7 +203,8 @@ class Trainer:
         if config.optimizer == "sgd":
             return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                    weight_decay=config.weight_decay)
-        raise ValueError(f"training config 'optimizer' must be adam or sgd, got {config.optimizer!r}")
+        raise ValueError(
+            f"training config 'optimizer' must be adam or sgd, got {config.optimizer!r}")
 
     def _steps_per_epoch(self) -> int:
         world = torch.distributed.get_world_size() if self.distributed else 1

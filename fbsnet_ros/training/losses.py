@@ -12,7 +12,9 @@ from torch.nn import functional as F
 from fbsnet_ros.data.classes import IGNORE_INDEX
 
 
-def enet_class_weights(labels: Iterable[np.ndarray], num_classes: int, c: float = 1.02) -> torch.Tensor:
+def enet_class_weights(
+    labels: Iterable[np.ndarray], num_classes: int, c: float = 1.02
+) -> torch.Tensor:
     """ENet's weighting 1 / ln(c + p_class): rare classes weigh more, bounded by 1 / ln(c)."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for label in labels:

@@ -6,7 +6,8 @@ import torch
 
 
 def poly_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
-                     power: float = 0.9, warmup_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+                     power: float = 0.9,
+                     warmup_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
     """lr * factor(step): warmup_ratio -> 1 over warmup_steps, then (1 - progress) ** power."""
 
     def factor(step: int) -> float:

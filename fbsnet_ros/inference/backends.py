@@ -2,17 +2,17 @@
 
 A backend is named `name[:precision]`, e.g. `torch`, `torch-opt:fp16`, `openvino:bf16`:
 
-| name          | runs on    | precisions (first = default)   | what it does                        |
-| ------------- | ---------- | ------------------------------ | ----------------------------------- |
-| `torch`       | CPU, CUDA  | CPU fp32; CUDA fp16, fp32      | eager PyTorch, the reference        |
-| `torch-opt`   | CPU, CUDA  | CPU fp32; CUDA fp16, fp32      | batch norm folded into convs,       |
-|               |            |                                | channels_last, pre-allocated input; |
-|               |            |                                | CPU: torch.compile with freezing;   |
-|               |            |                                | CUDA: a CUDA graph per frame size   |
-|               |            |                                | from uint8 upload to uint8 labels,  |
-|               |            |                                | pinned host buffers                 |
-| `onnxruntime` | CPU, CUDA  | fp32; fp16 with TensorRT only  | ONNX Runtime; CUDA / TensorRT EPs   |
-| `openvino`    | CPU        | fp32, bf16 (CPUs with bf16)    | OpenVINO CPU plugin                 |
+| name          | runs on   | precisions (first: default)   | what it does                       |
+| ------------- | --------- | ----------------------------- | ---------------------------------- |
+| `torch`       | CPU, CUDA | CPU fp32; CUDA fp16, fp32     | eager PyTorch, the reference       |
+| `torch-opt`   | CPU, CUDA | CPU fp32; CUDA fp16, fp32     | batch norm folded into convs,      |
+|               |           |                               | channels_last, reused buffers;     |
+|               |           |                               | CPU: torch.compile with freezing;  |
+|               |           |                               | CUDA: a CUDA graph per frame size  |
+|               |           |                               | from uint8 upload to uint8 labels, |
+|               |           |                               | pinned host buffers                |
+| `onnxruntime` | CPU, CUDA | fp32; fp16 with TensorRT only | ONNX Runtime; CUDA / TensorRT EPs  |
+| `openvino`    | CPU       | fp32, bf16 (CPUs with bf16)   | OpenVINO CPU plugin                |
 
 `auto` takes the first entry of AUTO_PREFERENCE for the device that is installed, supported by
 the hardware and builds without error, and logs its choice. Reduced precision appears there only
@@ -98,6 +98,8 @@ class Backend(ABC):
         self.transform = transform
         self.device = device
         self.precision = precision
+        # Every frame is normalised into this one host buffer instead of a fresh tensor.
+        self._input = torch.empty((1, 3, *transform.input_size))
 
     @classmethod
     def check(cls, device: torch.device, precision: str) -> None:
@@ -124,7 +126,7 @@ class Backend(ABC):
         return f"{self.spec} on {self.device}"
 
     def segment(self, image: np.ndarray) -> np.ndarray:
-        logits = self.infer(self.transform.to_input(image))
+        logits = self.infer(self.transform.to_input(image, out=self._input))
         return self.transform.to_labels(logits, image.shape[:2])
 
     @abstractmethod
@@ -179,8 +181,7 @@ class OptimizedTorchBackend(Backend):
         if self.compiled:
             # Static shapes: the input size is fixed for the life of the backend.
             self.model = torch.compile(self.model, dynamic=False, options={"freezing": True})
-        height, width = transform.input_size
-        self._input = torch.empty((1, 3, height, width)).to(memory_format=torch.channels_last)
+        self._input = self._input.to(memory_format=torch.channels_last)
         self._graphs: OrderedDict[tuple[int, int], _CudaGraphPipeline] = OrderedDict()
         self._model_graph: _CudaGraphModel | None = None
 
@@ -481,7 +482,7 @@ def _create_auto(model, metadata, transform, device) -> Backend:
     for candidate in preference:
         try:
             backend = create_backend(candidate, model, metadata, transform, device)
-        except Exception as error:  # noqa: BLE001 - any failure means: try the next one
+        except Exception as error:  # any failure means: try the next one
             log.debug("auto: %s not used: %s", candidate, error)
             reasons.append(f"{candidate}: {str(error).splitlines()[0] if str(error) else error!r}")
             continue

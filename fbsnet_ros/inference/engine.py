@@ -30,11 +30,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available; use 'auto' or 'cpu'")
+        raise ValueError(
+            f"device '{name}' requested but CUDA is not available; use 'auto' or 'cpu'")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device '{name}' is not a torch device; use auto, cpu or cuda[:N]") from None
+        raise ValueError(
+            f"device '{name}' is not a torch device; use auto, cpu or cuda[:N]") from None
 
 
 def check_input_size(input_size) -> tuple[int, int]:

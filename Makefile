@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # DDS stays on this machine: no multicast discovery beyond localhost.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+# torch's OpenMP threads sleep instead of spinning when they wait: on a shared CPU (the node
+# beside other nodes, or beside the tests) spinning made every step up to 10x slower.
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install demo test lint soak bench clean
 
@@ -32,6 +35,10 @@ lint: install
 bench: install
 	$(BIN)/fbsnet-ros benchmark --sizes 360x480 512x1024 --json bench/results.json
 	$(BIN)/python bench/node_overhead.py --backend auto --json bench/node_overhead.json
+
+# 1080x1920 frames at 30 Hz into the node for 10 minutes: up, bounded latency, < 50 MB growth.
+soak: install
+	$(BIN)/python bench/soak.py --seconds 600 --json bench/soak.json
 
 clean:
 	rm -rf $(VENV) build install log demo_output .pytest_cache

@@ -7,6 +7,7 @@ process of their own, in their own namespace so their topics never mix with the 
 
 from __future__ import annotations
 
+import array
 import signal
 import time
 
@@ -366,3 +367,32 @@ def test_statistics_levels_follow_input_and_failures():
     statistics.record_received(later, replaced_waiting_frame=False)
     statistics.record_processed(ReceivedFrame(Image(), later), now=later + 0.1)
     assert status(later + 0.2).level == DiagnosticStatus.OK  # the errors have aged out
+
+
+def _raw_image(height: int, width: int, encoding: str, step: int, size: int) -> Image:
+    image = Image(height=height, width=width, encoding=encoding, step=step)
+    image.header.frame_id = "camera"
+    image.data = array.array("B", bytes(size))
+    return image
+
+
+def test_unusable_frames_of_every_kind_are_rejected_and_odd_sizes_served(camera):
+    unusable = [
+        _raw_image(48, 64, "16UC1", 128, 48 * 128),  # depth, not a camera image
+        _raw_image(48, 64, "32FC1", 256, 48 * 256),
+        _raw_image(0, 64, "rgb8", 192, 0),  # zero height
+        _raw_image(48, 0, "rgb8", 0, 0),  # zero width
+        _raw_image(48, 64, "rgb8", 100, 48 * 100),  # step smaller than 64 x 3
+    ]
+    rejected_before = int(camera.diagnostics_where(lambda values: True)["frames rejected"])
+    stamps = []
+    for count, frame in enumerate(unusable, 1):
+        stamps.append(camera.publish(frame))
+        camera.diagnostics_where(
+            lambda values, n=count: int(values["frames rejected"]) >= rejected_before + n)
+    for stamp in stamps:
+        assert camera.labels.with_stamp(stamp) == []
+
+    for height, width in ((1, 1), (7, 3), (4001, 3)):
+        labels = camera.request(camera_image(height, width, "rgb8"))
+        assert (labels.height, labels.width, labels.encoding) == (height, width, "mono8")

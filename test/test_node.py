@@ -282,6 +282,50 @@ def test_missing_weights_exit_with_one_line_naming_the_file(tmp_path):
         node.stop()
 
 
+def _bad_start_settings(tmp_path, random_checkpoint) -> dict:
+    """Each case: parameters that must stop the node, and text its one error line must hold."""
+    import torch
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(random_checkpoint.read_bytes()[:2000])
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("these are not weights")
+    payload = torch.load(random_checkpoint, weights_only=True)
+    payload["metadata"]["class_names"] = payload["metadata"]["class_names"][:4]
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(payload, mismatched)
+    cases = {
+        "truncated": ({"weights": str(truncated)}, str(truncated)),
+        "not_a_checkpoint": ({"weights": str(not_a_checkpoint)}, str(not_a_checkpoint)),
+        "class_count": ({"weights": str(mismatched)}, "4 class names"),
+        "input_size": ({"weights": str(random_checkpoint), "input_size": [100, 100]},
+                       "input_size"),
+        "upsample": ({"weights": str(random_checkpoint), "upsample": "cubic"}, "upsample"),
+    }
+    if not torch.cuda.is_available():
+        cases["cuda_without_gpu"] = ({"weights": str(random_checkpoint), "device": "cuda"},
+                                     "CUDA is not available")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["truncated", "not_a_checkpoint", "class_count", "input_size",
+                                  "upsample", "cuda_without_gpu"])
+def test_bad_start_up_settings_exit_with_one_clear_line(case, random_checkpoint, tmp_path):
+    cases = _bad_start_settings(tmp_path, random_checkpoint)
+    if case not in cases:
+        pytest.skip("this machine has CUDA, so device 'cuda' is valid here")
+    parameters, expected_text = cases[case]
+    node = NodeProcess(tmp_path / "node.log", [write_params_file(tmp_path / "bad.yaml",
+                                                                 parameters)])
+    try:
+        assert node.wait() != 0
+        lines = [line for line in node.output.splitlines() if expected_text in line]
+        assert len(lines) == 1, node.output
+        assert "Traceback" not in node.output
+    finally:
+        node.stop()
+
+
 def test_compressed_input_is_decoded_and_answered_at_its_size(
         weights_params_file, probe, tmp_path):
     # Remapped, to check the compressed topic follows the camera topic's remapping.

@@ -99,7 +99,8 @@ def safe_load(path: str | Path) -> dict:
             f"{path}: refused, the file holds pickled objects that weights_only loading does not "
             f"allow (it could run code): {first_line}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # torch.load raises anything from IndexError to RuntimeError
+        # on files that are not checkpoints; all of them mean the same to the user.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(payload, dict):

@@ -421,8 +421,10 @@ class SegmentationNode(Node):
         self.diagnostics_publisher.publish(DiagnosticArray(header=header, status=[status]))
 
     def destroy_node(self) -> None:
-        self.mailbox.close()
-        self.worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        # rclpy's shutdown also destroys a node whose __init__ failed before the worker existed.
+        if hasattr(self, "worker"):
+            self.mailbox.close()
+            self.worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
         super().destroy_node()
 
 

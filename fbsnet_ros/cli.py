@@ -216,6 +216,20 @@ def cmd_benchmark(args, extra) -> int:
     return 0
 
 
+def cmd_model_info(args, extra) -> int:
+    from fbsnet_ros.evaluation.benchmark import model_complexity
+    from fbsnet_ros.model import build_fbsnet, count_parameters
+
+    model = build_fbsnet(num_classes=args.num_classes, variant=args.variant)
+    print(f"FBSNet '{args.variant}', {args.num_classes} classes: "
+          f"{count_parameters(model):,} parameters")
+    for height, width in args.sizes:
+        cost = model_complexity(model, (height, width))
+        print(f"  {height}x{width}: {cost['macs'] / 1e9:.3f} G multiply-adds, "
+              f"{cost['flops'] / 1e9:.3f} GFLOPs (FLOPs = 2 x MACs)")
+    return 0
+
+
 def cmd_bag_eval(args, extra) -> int:
     from tqdm import tqdm
 
@@ -415,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     bag_play.add_argument("--linger", type=float, default=2.0,
                           help="seconds to keep recording after the last message")
     bag_play.set_defaults(handler=cmd_bag_play)
+
+    model_info = commands.add_parser("model-info", help="parameters and multiply-adds")
+    model_info.add_argument("--variant", default="authors", help="authors or paper-table1")
+    model_info.add_argument("--num-classes", type=int, default=19)
+    model_info.add_argument("--sizes", nargs="+", type=_frame_size,
+                            default=[(360, 480), (512, 1024)], metavar="HxW")
+    model_info.set_defaults(handler=cmd_model_info)
 
     demo = commands.add_parser("demo", help="the node over DDS on a synthetic road scene")
     demo.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")

@@ -80,6 +80,10 @@ def atomic_save(obj, path: str | Path) -> None:
             torch.save(obj, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates 0600; a checkpoint is as readable as any file the user writes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

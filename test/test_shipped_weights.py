@@ -1,0 +1,33 @@
+"""The CamVid weights installed with the package: complete metadata and a real score."""
+
+import json
+
+import torch
+
+from fbsnet_ros.cli import main as fbsnet_ros
+from fbsnet_ros.data.classes import CAMVID_CLASS_NAMES
+from fbsnet_ros.inference import default_weights_path, load_model
+
+
+def test_shipped_checkpoint_is_a_complete_inference_checkpoint():
+    path = default_weights_path()
+    assert path.is_file(), f"{path} is missing: the package must ship its default weights"
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["kind"] == "inference" and "optimizer" not in payload
+    _, metadata = load_model(path)
+    assert metadata.class_names == CAMVID_CLASS_NAMES
+    assert metadata.dataset == "camvid"
+    assert metadata.input_size[0] % 8 == 0 and metadata.input_size[1] % 8 == 0
+    assert 0.55 <= metadata.training["best_val_miou"] <= 1.0
+    assert isinstance(metadata.seed, int)
+
+
+def test_shipped_weights_score_on_camvid_val(camvid_root, tmp_path):
+    report_path = tmp_path / "report.json"
+    status = fbsnet_ros(["evaluate", "--data-root", str(camvid_root), "--split", "val",
+                         "--limit", "20", "--device", "cpu", "--report", str(report_path)])
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 20
+    assert report["miou"] >= 55.0
+    assert set(report["per_class_iou"]) == set(CAMVID_CLASS_NAMES)

@@ -54,6 +54,9 @@ class FrameTransform:
     def to_labels(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """1xKxhxw logits (any device, any float type) to HxW uint8 labels at `size`."""
         size = (int(size[0]), int(size[1]))
+        # With the classes innermost (channels_last) the CPU argmax is ~5x faster than on
+        # NCHW at 360x480 (2.6 ms vs 13 ms), and bilinear resizing is no slower.
+        logits = logits.contiguous(memory_format=torch.channels_last)
         if self.upsample == "bilinear" and tuple(logits.shape[2:]) != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()

@@ -183,8 +183,9 @@ class Probe:
 def start_node(args, log_path: Path) -> subprocess.Popen:
     executable = Path(sys.executable).parent / "segmentation_node"
     command = [str(executable), "--ros-args", "--params-file", str(PARAMS_FILE),
-               "-p", f"weights:={args.weights}", "-p", f"device:={args.device}",
-               "-p", f"backend:={args.backend}"]
+               "-p", f"device:={args.device}", "-p", f"backend:={args.backend}"]
+    if args.weights:  # rcl cannot parse an empty `-p weights:=`; the YAML's "" stands
+        command += ["-p", f"weights:={args.weights}"]
     log.info("starting %s", " ".join(command))
     return subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

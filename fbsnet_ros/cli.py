@@ -209,6 +209,8 @@ def cmd_benchmark(args, extra) -> int:
             model, metadata, backends, frame_size, args.input_size, device=args.device,
             iterations=args.iterations, warmup=args.warmup, upsample=args.upsample,
             data_root=args.data_root, progress=log.info))
+        # Each size's table as soon as it is measured: a long sweep interrupted keeps them.
+        log.info("\n%s", format_report(results[-1:]))
     print(format_report(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -191,6 +191,17 @@ def start_node(args, log_path: Path) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def stop_node(node: subprocess.Popen) -> None:
+    """SIGINT, as Ctrl-C would; SIGKILL if the node has not gone within 15 s."""
+    if node.poll() is None:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+
+
 def wait_for_node(probe: Probe, node: subprocess.Popen, log_path: Path) -> None:
     """Until the node has answered one frame: it is connected and its backend is warm."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -266,13 +277,7 @@ def main(argv=None) -> int:
         latency = paced_latency(probe, half_rate, args.seconds)
     finally:
         probe.close()
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+        stop_node(node)
     result = {
         "frame_size": [height, width], "ros_domain_id": domain, "engine": engine,
         "node_flooded": throughput, "node_paced": latency,

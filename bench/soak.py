@@ -18,14 +18,20 @@ import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from node_overhead import Probe, isolate_dds, percentile, start_node, wait_for_node
+from node_overhead import (
+    Probe,
+    isolate_dds,
+    percentile,
+    start_node,
+    stop_node,
+    wait_for_node,
+)
 
 SAMPLE_PERIOD_S = 5.0
 log = logging.getLogger("soak")
@@ -132,13 +138,7 @@ def main(argv=None) -> int:
         result = soak(args, probe, node)
     finally:
         probe.close()
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+        stop_node(node)
     failures = verdict(result, args)
     result.update(size=args.size, rate_hz=args.rate, seconds=args.seconds,
                   backend=args.backend, failures=failures)

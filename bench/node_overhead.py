@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What the ROS node costs on top of the engine, measured from outside the node over real DDS.
 
-1. Engine alone: `Segmenter.predict` in a loop on the same frames with the same backend,
-   nothing else running: frames per second and median latency.
+1. Engine alone: `Segmenter.predict` in a loop on the same frames with the same backend, the
+   node started but idle (no input): frames per second and median latency.
 2. Throughput: the node (its console script, a separate process) is flooded with camera frames
    at --flood-hz (default 50 Hz, more than it can serve on a CPU); labels per second arriving on
    /fbsnet/labels, and their ratio to the engine's rate (issue 5 target: >= 0.9).
@@ -10,15 +10,19 @@
    arrival of the labels carrying that stamp, p50 / p99, and p99 over the engine's median
    latency (target: <= 1.5). Whether frames queue up shows in the first and last thirds.
 
-DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain of its own.
+Shared cores drift by tens of percent over minutes, so the three phases are interleaved:
+--rounds rounds of engine, flood and paced blocks, --seconds each; the ratios pool all rounds
+(per-round ratios are printed too). DDS stays on this machine
+(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain of its own.
 
-    .venv/bin/python bench/node_overhead.py --backend torch --seconds 20 --json node.json
+    .venv/bin/python bench/node_overhead.py --backend torch --rounds 3 --json node.json
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import gc
 import json
 import logging
 import os
@@ -54,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", default="360x480", help="camera frame size HxW")
     parser.add_argument("--flood-hz", type=float, default=50.0)
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each block")
+    parser.add_argument("--rounds", type=int, default=3, help="engine/flood/paced rounds")
     parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared/datasets/camvid"))
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID (default: one derived from this process id)")
@@ -75,23 +80,31 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def measure_engine(args, frames: list[np.ndarray]) -> dict:
-    """Segmenter.predict back to back for --seconds."""
+def load_engine(args, frames: list[np.ndarray]):
     from fbsnet_ros.inference import Segmenter
 
     segmenter = Segmenter.from_checkpoint(args.weights or None, device=args.device,
                                           backend=args.backend)
     for frame in frames[:3]:
         segmenter.predict(frame)
+    return segmenter
+
+
+def engine_block(segmenter, frames: list[np.ndarray], seconds: float) -> dict:
+    """Segmenter.predict back to back for `seconds`."""
     latencies = []
     start = time.perf_counter()
-    while time.perf_counter() - start < args.seconds:
+    while time.perf_counter() - start < seconds:
         began = time.perf_counter()
         segmenter.predict(frames[len(latencies) % len(frames)])
         latencies.append(time.perf_counter() - began)
-    elapsed = time.perf_counter() - start
-    return {"backend": segmenter.backend_name, "frames": len(latencies),
-            "fps": len(latencies) / elapsed,
+    return {"latencies_s": latencies, "elapsed_s": time.perf_counter() - start}
+
+
+def engine_summary(blocks: list[dict]) -> dict:
+    latencies = [t for block in blocks for t in block["latencies_s"]]
+    return {"frames": len(latencies),
+            "fps": len(latencies) / sum(block["elapsed_s"] for block in blocks),
             "median_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * percentile(latencies, 99)}
 
@@ -217,7 +230,7 @@ def wait_for_node(probe: Probe, node: subprocess.Popen, log_path: Path) -> None:
         time.sleep(1.0)
 
 
-def flood(probe: Probe, rate_hz: float, seconds: float) -> dict:
+def flood_block(probe: Probe, rate_hz: float, seconds: float) -> dict:
     probe.reset()
     probe.publish_at(rate_hz)
     start = time.time()
@@ -227,12 +240,19 @@ def flood(probe: Probe, rate_hz: float, seconds: float) -> dict:
     time.sleep(DRAIN_S)
     published, arrivals = probe.snapshot()
     counted = [t for t, _ in arrivals if start + SETTLE_S <= t <= end]
-    return {"published_hz": len(published) / (end - start),
-            "labels_per_s": len(counted) / (end - start - SETTLE_S),
-            "labels": len(arrivals), "frames": len(published)}
+    return {"published": len(published), "labels": len(arrivals), "counted": len(counted),
+            "elapsed_s": end - start, "counted_s": end - start - SETTLE_S}
 
 
-def paced_latency(probe: Probe, rate_hz: float, seconds: float) -> dict:
+def flood_summary(blocks: list[dict]) -> dict:
+    published = sum(block["published"] for block in blocks)
+    return {"published_hz": published / sum(block["elapsed_s"] for block in blocks),
+            "labels_per_s": (sum(block["counted"] for block in blocks)
+                             / sum(block["counted_s"] for block in blocks)),
+            "labels": sum(block["labels"] for block in blocks), "frames": published}
+
+
+def paced_block(probe: Probe, rate_hz: float, seconds: float) -> dict:
     probe.reset()
     probe.publish_at(rate_hz)
     time.sleep(seconds)
@@ -240,12 +260,23 @@ def paced_latency(probe: Probe, rate_hz: float, seconds: float) -> dict:
     time.sleep(DRAIN_S)
     published, arrivals = probe.snapshot()
     latencies = [arrived - published[stamp] for arrived, stamp in arrivals if stamp in published]
-    third = max(1, len(latencies) // 3)
-    return {"rate_hz": rate_hz, "frames": len(published), "answered": len(latencies),
+    return {"rate_hz": rate_hz, "frames": len(published), "latencies_s": latencies}
+
+
+def paced_summary(blocks: list[dict]) -> dict:
+    latencies = [t for block in blocks for t in block["latencies_s"]]
+    frames = sum(block["frames"] for block in blocks)
+    # Queueing would show as latency growing within a block: compare the blocks' thirds.
+    thirds = [(b["latencies_s"][:len(b["latencies_s"]) // 3],
+               b["latencies_s"][-(len(b["latencies_s"]) // 3):]) for b in blocks]
+    first = [t for head, _ in thirds for t in head]
+    last = [t for _, tail in thirds for t in tail]
+    return {"rate_hz": statistics.mean(block["rate_hz"] for block in blocks),
+            "frames": frames, "answered": len(latencies),
             "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
             "max_ms": 1000 * max(latencies, default=float("nan")),
-            "first_third_median_ms": 1000 * statistics.median(latencies[:third] or [np.nan]),
-            "last_third_median_ms": 1000 * statistics.median(latencies[-third:] or [np.nan])}
+            "first_third_median_ms": 1000 * percentile(first, 50),
+            "last_third_median_ms": 1000 * percentile(last, 50)}
 
 
 def load_frames(data_root: str, size: tuple[int, int]) -> list[np.ndarray]:
@@ -260,27 +291,37 @@ def main(argv=None) -> int:
     domain = isolate_dds(args.domain_id)
     height, width = (int(v) for v in args.size.lower().split("x"))
     frames = load_frames(args.data_root, (height, width))
-
-    log.info("engine alone: %s for %.0f s", args.backend, args.seconds)
-    engine = measure_engine(args, frames)
-    log.info("engine: %.2f FPS, median %.1f ms", engine["fps"], engine["median_ms"])
+    segmenter = load_engine(args, frames)
 
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"node_overhead_{os.getpid()}.log"
     node = start_node(args, log_path)
     probe = Probe(frames)
+    # As in the node: a full collection over the engine's start-up objects would stall the
+    # probe (and the engine blocks) for tens of milliseconds.
+    gc.freeze()
+    engine_blocks, flood_blocks, paced_blocks, rounds = [], [], [], []
     try:
         wait_for_node(probe, node, log_path)
-        log.info("flooding the node at %.0f Hz for %.0f s", args.flood_hz, args.seconds)
-        throughput = flood(probe, args.flood_hz, args.seconds)
-        half_rate = engine["fps"] / 2
-        log.info("feeding at %.2f Hz (half the engine rate) for %.0f s", half_rate, args.seconds)
-        latency = paced_latency(probe, half_rate, args.seconds)
+        for index in range(1, args.rounds + 1):
+            engine_blocks.append(engine_block(segmenter, frames, args.seconds))
+            engine = engine_summary(engine_blocks[-1:])
+            flood_blocks.append(flood_block(probe, args.flood_hz, args.seconds))
+            paced_blocks.append(paced_block(probe, engine["fps"] / 2, args.seconds))
+            flooded, paced = flood_summary(flood_blocks[-1:]), paced_summary(paced_blocks[-1:])
+            rounds.append({"engine_fps": engine["fps"], "engine_median_ms": engine["median_ms"],
+                           "throughput_ratio": flooded["labels_per_s"] / engine["fps"],
+                           "p99_over_engine_median": paced["p99_ms"] / engine["median_ms"]})
+            log.info("round %d/%d: engine %.2f FPS (median %.1f ms), flooded node %.2f labels/s, "
+                     "paced p99 %.1f ms", index, args.rounds, engine["fps"], engine["median_ms"],
+                     flooded["labels_per_s"], paced["p99_ms"])
     finally:
         probe.close()
         stop_node(node)
+    engine = engine_summary(engine_blocks)
+    throughput, latency = flood_summary(flood_blocks), paced_summary(paced_blocks)
     result = {
-        "frame_size": [height, width], "ros_domain_id": domain, "engine": engine,
-        "node_flooded": throughput, "node_paced": latency,
+        "frame_size": [height, width], "ros_domain_id": domain, "backend": segmenter.backend_name,
+        "rounds": rounds, "engine": engine, "node_flooded": throughput, "node_paced": latency,
         "throughput_ratio": throughput["labels_per_s"] / engine["fps"],
         "p99_over_engine_median": latency["p99_ms"] / engine["median_ms"],
     }
@@ -293,7 +334,8 @@ def main(argv=None) -> int:
 def format_result(result: dict, args) -> str:
     engine, flooded, paced = result["engine"], result["node_flooded"], result["node_paced"]
     lines = [
-        f"backend {engine['backend']}, {args.size} frames, DDS domain {result['ros_domain_id']}",
+        (f"backend {result['backend']}, {args.size} frames, {len(result['rounds'])} rounds of "
+         f"{args.seconds:g} s blocks, DDS domain {result['ros_domain_id']}"),
         (f"engine alone (Segmenter.predict loop): {engine['fps']:.2f} FPS, median "
          f"{engine['median_ms']:.1f} ms, p99 {engine['p99_ms']:.1f} ms"),
         (f"node flooded at {flooded['published_hz']:.1f} Hz: "
@@ -303,6 +345,9 @@ def format_result(result: dict, args) -> str:
          f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "
          f"{paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms -> p99 / engine median "
          f"{result['p99_over_engine_median']:.2f} (target <= 1.5)"),
+        "per round (throughput ratio, p99 / engine median): " + ", ".join(
+            f"{r['throughput_ratio']:.3f} / {r['p99_over_engine_median']:.2f}"
+            for r in result["rounds"]),
         (f"queueing check: median latency first third {paced['first_third_median_ms']:.1f} ms, "
          f"last third {paced['last_third_median_ms']:.1f} ms"),
     ]

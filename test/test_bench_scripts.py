@@ -1,0 +1,41 @@
+"""bench/node_overhead.py runs end to end: engine blocks, the real node flooded and paced over DDS.
+
+Only that it measures what it says is asserted here; its ratios are figures for the README,
+taken on a quiet machine, not pass/fail conditions of a shared test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, tmp_path):
+    report_path = tmp_path / "node_overhead.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "node_overhead.py"),
+         "--weights", str(random_checkpoint), "--backend", "torch", "--size", "96x128",
+         "--rounds", "2", "--seconds", "3", "--data-root", str(camvid_root),
+         "--domain-id", os.environ["ROS_DOMAIN_ID"], "--json", str(report_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads(report_path.read_text())
+    assert report["backend"] == "torch:fp32" and report["frame_size"] == [96, 128]
+    assert len(report["rounds"]) == 2
+
+    engine, flooded, paced = report["engine"], report["node_flooded"], report["node_paced"]
+    assert engine["frames"] > 0 and engine["median_ms"] > 0
+    # The flood offers more frames than the node answers, and it answers many of them.
+    assert flooded["frames"] > flooded["labels"] > 0
+    assert report["throughput_ratio"] == flooded["labels_per_s"] / engine["fps"]
+    # At half the engine's rate every paced frame is published and (nearly) all are answered:
+    # the latencies come from labels matched to their frame's stamp.
+    assert paced["frames"] > 0 and paced["answered"] >= 0.8 * paced["frames"]
+    assert 0 < paced["p50_ms"] <= paced["p99_ms"] <= paced["max_ms"]
+    assert report["p99_over_engine_median"] == paced["p99_ms"] / engine["median_ms"]
+    assert "node/engine throughput" in completed.stdout

@@ -18,7 +18,8 @@ def test_shipped_checkpoint_is_a_complete_inference_checkpoint():
     assert metadata.class_names == CAMVID_CLASS_NAMES
     assert metadata.dataset == "camvid"
     assert metadata.input_size[0] % 8 == 0 and metadata.input_size[1] % 8 == 0
-    assert 0.55 <= metadata.training["best_val_miou"] <= 1.0
+    # The bar for shipping: at least 62 % val mIoU, as recorded by the run that selected it.
+    assert 0.62 <= metadata.training["best_val_miou"] <= 1.0
     assert isinstance(metadata.seed, int)
 
 

@@ -9,6 +9,9 @@
 3. Latency: frames at half the engine's rate; time from publish (the header stamp) to the
    arrival of the labels carrying that stamp, p50 / p99, and p99 over the engine's median
    latency (target: <= 1.5). Whether frames queue up shows in the first and last thirds.
+4. The engine alone paced the same way (sleeping between frames): on this machine a core that
+   idles between frames runs the next one about a third slower than back to back, node or
+   not, so the node's latency is also compared with this like-for-like reference.
 
 Shared cores drift by tens of percent over minutes, so the three phases are interleaved:
 --rounds rounds of engine, flood and paced blocks, --seconds each; the ratios pool all rounds
@@ -90,14 +93,17 @@ def load_engine(args, frames: list[np.ndarray]):
     return segmenter
 
 
-def engine_block(segmenter, frames: list[np.ndarray], seconds: float) -> dict:
-    """Segmenter.predict back to back for `seconds`."""
+def engine_block(segmenter, frames: list[np.ndarray], seconds: float,
+                 rate_hz: float | None = None) -> dict:
+    """Segmenter.predict for `seconds`, back to back or started at rate_hz."""
     latencies = []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         began = time.perf_counter()
         segmenter.predict(frames[len(latencies) % len(frames)])
         latencies.append(time.perf_counter() - began)
+        if rate_hz:
+            time.sleep(max(0.0, began + 1.0 / rate_hz - time.perf_counter()))
     return {"latencies_s": latencies, "elapsed_s": time.perf_counter() - start}
 
 
@@ -299,7 +305,7 @@ def main(argv=None) -> int:
     # As in the node: a full collection over the engine's start-up objects would stall the
     # probe (and the engine blocks) for tens of milliseconds.
     gc.freeze()
-    engine_blocks, flood_blocks, paced_blocks, rounds = [], [], [], []
+    engine_blocks, flood_blocks, paced_blocks, paced_engine_blocks, rounds = [], [], [], [], []
     try:
         wait_for_node(probe, node, log_path)
         for index in range(1, args.rounds + 1):
@@ -307,6 +313,8 @@ def main(argv=None) -> int:
             engine = engine_summary(engine_blocks[-1:])
             flood_blocks.append(flood_block(probe, args.flood_hz, args.seconds))
             paced_blocks.append(paced_block(probe, engine["fps"] / 2, args.seconds))
+            paced_engine_blocks.append(
+                engine_block(segmenter, frames, args.seconds, rate_hz=engine["fps"] / 2))
             flooded, paced = flood_summary(flood_blocks[-1:]), paced_summary(paced_blocks[-1:])
             rounds.append({"engine_fps": engine["fps"], "engine_median_ms": engine["median_ms"],
                            "throughput_ratio": flooded["labels_per_s"] / engine["fps"],
@@ -317,13 +325,16 @@ def main(argv=None) -> int:
     finally:
         probe.close()
         stop_node(node)
-    engine = engine_summary(engine_blocks)
+    engine, paced_engine = engine_summary(engine_blocks), engine_summary(paced_engine_blocks)
     throughput, latency = flood_summary(flood_blocks), paced_summary(paced_blocks)
     result = {
         "frame_size": [height, width], "ros_domain_id": domain, "backend": segmenter.backend_name,
-        "rounds": rounds, "engine": engine, "node_flooded": throughput, "node_paced": latency,
+        "rounds": rounds, "engine": engine, "engine_paced": paced_engine,
+        "node_flooded": throughput, "node_paced": latency,
         "throughput_ratio": throughput["labels_per_s"] / engine["fps"],
         "p99_over_engine_median": latency["p99_ms"] / engine["median_ms"],
+        "p99_over_paced_engine_median": latency["p99_ms"] / paced_engine["median_ms"],
+        "p50_over_paced_engine_median": latency["p50_ms"] / paced_engine["median_ms"],
     }
     print(format_result(result, args))
     if args.json:
@@ -345,6 +356,10 @@ def format_result(result: dict, args) -> str:
          f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "
          f"{paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms -> p99 / engine median "
          f"{result['p99_over_engine_median']:.2f} (target <= 1.5)"),
+        (f"engine alone paced the same way: median {result['engine_paced']['median_ms']:.1f} ms, "
+         f"p99 {result['engine_paced']['p99_ms']:.1f} ms -> node p50 / paced engine median "
+         f"{result['p50_over_paced_engine_median']:.2f}, node p99 / paced engine median "
+         f"{result['p99_over_paced_engine_median']:.2f}"),
         "per round (throughput ratio, p99 / engine median): " + ", ".join(
             f"{r['throughput_ratio']:.3f} / {r['p99_over_engine_median']:.2f}"
             for r in result["rounds"]),

@@ -10,12 +10,12 @@
    arrival of the labels carrying that stamp, p50 / p99, and p99 over the engine's median
    latency (target: <= 1.5). Whether frames queue up shows in the first and last thirds.
 4. The engine alone paced the same way (sleeping between frames): on this machine a core that
-   idles between frames runs the next one about a third slower than back to back, node or
+   idles between frames can run the next one up to a third slower than back to back, node or
    not, so the node's latency is also compared with this like-for-like reference.
 
-Shared cores drift by tens of percent over minutes, so the three phases are interleaved:
---rounds rounds of engine, flood and paced blocks, --seconds each; the ratios pool all rounds
-(per-round ratios are printed too). DDS stays on this machine
+Shared cores drift by tens of percent over minutes, so the phases are interleaved: --rounds
+rounds of engine, flood, paced node and paced engine blocks, --seconds each; the ratios pool
+all rounds (per-round ratios are printed too). DDS stays on this machine
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain of its own.
 
     .venv/bin/python bench/node_overhead.py --backend torch --rounds 3 --json node.json
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", default="360x480", help="camera frame size HxW")
     parser.add_argument("--flood-hz", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each block")
-    parser.add_argument("--rounds", type=int, default=3, help="engine/flood/paced rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved blocks")
     parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared/datasets/camvid"))
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID (default: one derived from this process id)")
@@ -273,10 +273,12 @@ def paced_summary(blocks: list[dict]) -> dict:
     latencies = [t for block in blocks for t in block["latencies_s"]]
     frames = sum(block["frames"] for block in blocks)
     # Queueing would show as latency growing within a block: compare the blocks' thirds.
-    thirds = [(b["latencies_s"][:len(b["latencies_s"]) // 3],
-               b["latencies_s"][-(len(b["latencies_s"]) // 3):]) for b in blocks]
-    first = [t for head, _ in thirds for t in head]
-    last = [t for _, tail in thirds for t in tail]
+    first, last = [], []
+    for block in blocks:
+        block_latencies = block["latencies_s"]
+        third = len(block_latencies) // 3
+        first += block_latencies[:third]
+        last += block_latencies[len(block_latencies) - third:]
     return {"rate_hz": statistics.mean(block["rate_hz"] for block in blocks),
             "frames": frames, "answered": len(latencies),
             "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),

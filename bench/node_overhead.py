@@ -29,7 +29,6 @@ import gc
 import json
 import logging
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from fbsnet_ros.ros.demo import stop_node_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
@@ -210,17 +211,6 @@ def start_node(args, log_path: Path) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def stop_node(node: subprocess.Popen) -> None:
-    """SIGINT, as Ctrl-C would; SIGKILL if the node has not gone within 15 s."""
-    if node.poll() is None:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
-
-
 def wait_for_node(probe: Probe, node: subprocess.Popen, log_path: Path) -> None:
     """Until the node has answered one frame: it is connected and its backend is warm."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -326,7 +316,7 @@ def main(argv=None) -> int:
                      flooded["labels_per_s"], paced["p99_ms"])
     finally:
         probe.close()
-        stop_node(node)
+        stop_node_process(node)
     engine, paced_engine = engine_summary(engine_blocks), engine_summary(paced_engine_blocks)
     throughput, latency = flood_summary(flood_blocks), paced_summary(paced_blocks)
     result = {

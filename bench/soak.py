@@ -29,9 +29,10 @@ from node_overhead import (
     isolate_dds,
     percentile,
     start_node,
-    stop_node,
     wait_for_node,
 )
+
+from fbsnet_ros.ros.demo import stop_node_process
 
 SAMPLE_PERIOD_S = 5.0
 log = logging.getLogger("soak")
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         result = soak(args, probe, node)
     finally:
         probe.close()
-        stop_node(node)
+        stop_node_process(node)
     failures = verdict(result, args)
     result.update(size=args.size, rate_hz=args.rate, seconds=args.seconds,
                   backend=args.backend, failures=failures)

@@ -106,6 +106,17 @@ def describe_weights(weights: str | None) -> str:
     return f"{kind} weights {path} ({metadata.get('dataset', 'unknown')}{trained})"
 
 
+def stop_node_process(process: subprocess.Popen) -> None:
+    """SIGINT, as Ctrl-C would; SIGKILL if the node has not gone within 15 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def run_demo(*, weights: str | None, images: str | None, video: str | None, frames: int,
              output: str, size: tuple[int, int], params_file: str | None) -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -129,12 +140,11 @@ def run_demo(*, weights: str | None, images: str | None, video: str | None, fram
     try:
         return _play(camera, node_process, frame_source(images, video, size), frames, output_dir)
     finally:
-        node_process.send_signal(signal.SIGINT)
-        try:
-            node_process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
+        stop_node_process(node_process)
         executor.shutdown()
+        # Exiting while the spin thread is still inside rclpy aborts the process
+        # ("terminate called without an active exception"): let it return first.
+        spinner.join(timeout=10)
         camera.destroy_node()
         rclpy.try_shutdown()
 

@@ -11,7 +11,6 @@ health is reported on ``/diagnostics`` once a second.
 from __future__ import annotations
 
 import array
-import gc
 import math
 import sys
 import threading
@@ -435,10 +434,6 @@ def main(args=None) -> int:
     node = None
     try:
         node = SegmentationNode()
-        # Start-up leaves ~190k long-lived objects (torch, the backend, rclpy); a full garbage
-        # collection scans them all, 60-180 ms measured here, on some frame's path. Frozen,
-        # they are skipped.
-        gc.freeze()
         rclpy.spin(node)
     except StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))

@@ -12,14 +12,15 @@ frame inside a good bag is not an error: it comes back as a CameraFrame with ``e
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
@@ -59,6 +60,8 @@ RAW_ENCODINGS = ("rgb8", "bgr8")
 COMPRESSED_ENCODINGS = ("jpeg", "png")
 
 NANOSECONDS_PER_SECOND = 1_000_000_000
+
+log = logging.getLogger(__name__)
 
 
 class BagError(ValueError):
@@ -226,7 +229,7 @@ class BagWriter:
         self._connections: dict[str, object] = {}
         self.counts: dict[str, int] = {}
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> BagWriter:
         try:
             self._writer.open()
         except (WriterError, OSError) as error:
@@ -282,11 +285,13 @@ def images_to_bag(images: str | Path, out: str | Path, rate: float, *,
     Frame i is stamped start_ns + i/rate (header stamp and log time alike). With `labels`, the
     label PNG of the same name goes on GROUND_TRUTH_TOPIC as mono8 with the frame's header, and
     into `gt_dir` as <stamp_ns>.png, the folder layout bag-eval's --gt-dir reads.
+    A frame or label that cannot be read is logged, left out and counted under "failed"; the
+    frame's stamp stays unused. Existing files in `gt_dir` are never replaced.
     """
     import cv2
 
     from fbsnet_ros.data.frame_sources import image_paths
-    from fbsnet_ros.data.io import check_same_size, read_label, read_rgb
+    from fbsnet_ros.data.io import DatasetError, check_same_size, read_label, read_rgb
 
     if not rate > 0:
         raise ValueError(f"rate must be > 0 Hz, got {rate}")
@@ -295,33 +300,69 @@ def images_to_bag(images: str | Path, out: str | Path, rate: float, *,
                          f"(choose {', '.join(RAW_ENCODINGS + COMPRESSED_ENCODINGS)})")
     frame_paths = image_paths(images)
     label_paths = _matching_labels(frame_paths, labels) if labels is not None else {}
+    # Frame i keeps its slot (stamp) even when it cannot be read: a gap, like a dropped frame.
+    stamps = {path: start_ns + round(index * NANOSECONDS_PER_SECOND / rate)
+              for index, path in enumerate(frame_paths)}
+    if gt_dir is not None and label_paths:
+        _refuse_existing_ground_truth(Path(gt_dir), [stamps[path] for path in label_paths])
     camera_topic = camera_topic_for(encoding)
+    written, labels_written, failed = 0, 0, Counter()
     with BagWriter(out, storage) as writer:
         if gt_dir is not None and label_paths:
             Path(gt_dir).mkdir(parents=True, exist_ok=True)
-        for index, frame_path in enumerate(frame_paths):
-            stamp_ns = start_ns + round(index * NANOSECONDS_PER_SECOND / rate)
+        for frame_path in frame_paths:
+            stamp_ns = stamps[frame_path]
             header = make_header(stamp_ns, frame_id)
-            rgb = read_rgb(frame_path)
+            try:
+                rgb = read_rgb(frame_path)
+            except DatasetError as error:
+                _count_failure(failed, frame_path, error, "frame left out")
+                continue
             if encoding in COMPRESSED_ENCODINGS:
                 writer.write_compressed(camera_topic, header, encoding,
                                         rgb_to_compressed_data(rgb, encoding), stamp_ns)
             else:
                 writer.write_image(camera_topic, header, rgb_to_image_fields(rgb, encoding),
                                    stamp_ns)
+            written += 1
             label_path = label_paths.get(frame_path)
-            if label_path is not None:
+            if label_path is None:
+                continue
+            try:
                 label = read_label(label_path)
                 check_same_size(rgb, label, frame_path, label_path)
-                writer.write_image(GROUND_TRUTH_TOPIC, header, labels_to_mono8_fields(label),
-                                   stamp_ns)
-                if gt_dir is not None:
-                    cv2.imwrite(str(Path(gt_dir) / f"{stamp_ns}.png"), label)
+            except DatasetError as error:
+                _count_failure(failed, label_path, error, "frame written without its label")
+                continue
+            writer.write_image(GROUND_TRUTH_TOPIC, header, labels_to_mono8_fields(label),
+                               stamp_ns)
+            labels_written += 1
+            if gt_dir is not None:
+                cv2.imwrite(str(Path(gt_dir) / f"{stamp_ns}.png"), label)
+        if not written:
+            raise DatasetError(f"{images}: none of the {len(frame_paths)} frames could be read")
     return {"bag": str(out), "storage": storage, "camera_topic": camera_topic,
-            "frames": len(frame_paths), "labels": len(label_paths),
-            "ground_truth_topic": GROUND_TRUTH_TOPIC if label_paths else None,
-            "gt_dir": str(gt_dir) if gt_dir is not None and label_paths else None,
-            "first_stamp_ns": start_ns, "rate_hz": rate}
+            "frames": written, "labels": labels_written,
+            "ground_truth_topic": GROUND_TRUTH_TOPIC if labels_written else None,
+            "gt_dir": str(gt_dir) if gt_dir is not None and labels_written else None,
+            "first_stamp_ns": start_ns, "rate_hz": rate, "failed": dict(failed)}
+
+
+def _count_failure(failed: Counter, path: Path, error: Exception, consequence: str) -> None:
+    """One warning line naming the file; the summary counts the reason without the path."""
+    reason = str(error).removeprefix(f"{path}: ")
+    log.warning("%s: %s; %s", path, reason, consequence)
+    failed[f"{reason}, {consequence}"] += 1
+
+
+def _refuse_existing_ground_truth(gt_dir: Path, stamps: Sequence[int]) -> None:
+    """Ground-truth PNGs are never written over files already there."""
+    from fbsnet_ros.data.io import DatasetError
+
+    existing = [gt_dir / f"{stamp}.png" for stamp in stamps if (gt_dir / f"{stamp}.png").exists()]
+    if existing:
+        raise DatasetError(f"{gt_dir}: {len(existing)} ground-truth file(s) already there "
+                           f"(e.g. {existing[0].name}); give another --gt-dir or --start-time")
 
 
 def _matching_labels(frame_paths: Sequence[Path], labels: str | Path) -> dict[Path, Path]:

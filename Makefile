@@ -1,6 +1,15 @@
 # Two commands for a fresh clone: `make demo` and `make test`. Everything lives in .venv/.
+# DISTRO picks the ROS 2 wheels: kilted (default, .venv/) or jazzy (.venv-jazzy/); each distro
+# has its own venv and requirements-$(DISTRO).txt, so neither can see the other's ROS packages.
 PYTHON ?= python3
-VENV := .venv
+DISTRO ?= kilted
+DISTROS := kilted jazzy
+ifeq ($(filter $(DISTRO),$(DISTROS)),)
+$(error DISTRO=$(DISTRO) is not one of: $(DISTROS))
+endif
+# setup.py's pip extras: every optional backend and the training tools, so all tests run.
+EXTRAS := onnxruntime,openvino,training
+VENV := $(if $(filter kilted,$(DISTRO)),.venv,.venv-$(DISTRO))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # DDS stays on this machine: no multicast discovery beyond localhost.
@@ -10,15 +19,22 @@ export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 # beside other nodes, or beside the tests) spinning made every step up to 10x slower.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test lint soak bench clean
+# The ROS-facing part of the suite (node, lifecycle, bags, bag replay, demo, launch config,
+# packaging): what .ci/run repeats on the second distro.
+ROS_TESTS = $(sort $(wildcard test/test_node*.py test/test_lifecycle*.py test/test_bag*.py \
+	test/test_demo*.py test/test_launch*.py test/test_compat.py test/test_colcon.py \
+	test/test_packaging.py test/test_python310.py test/test_ament_linters.py))
+
+.PHONY: install demo test test-ros lint soak bench clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-$(DISTRO).txt requirements-dev.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-$(DISTRO).txt \
+		-r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: install
@@ -28,8 +44,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -rs test
 
+test-ros: install
+	$(BIN)/python -m pytest -q -rs $(ROS_TESTS)
+
+# ruff, then ament_flake8 and ament_pep257 as `colcon test` runs them (same configuration).
 lint: install
-	$(BIN)/ruff check fbsnet_ros test launch setup.py
+	$(BIN)/ruff check fbsnet_ros test launch bench setup.py
+	$(BIN)/python -m pytest -q test/test_ament_linters.py
 
 # Speed figures for the README: every backend against eager fp32, then the node's own cost.
 bench: install
@@ -42,4 +63,4 @@ soak: install
 	$(BIN)/python bench/soak.py --seconds 600 --json bench/soak.json
 
 clean:
-	rm -rf $(VENV) build install log demo_output .pytest_cache
+	rm -rf .venv .venv-jazzy build install log demo_output .pytest_cache

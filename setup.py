@@ -4,6 +4,22 @@ from setuptools import find_packages, setup
 
 package_name = "fbsnet_ros"
 
+# What rosdep cannot install (package.xml): optional backends and training tools as pip extras,
+# e.g. `pip install ".[openvino]"`. The code imports each only where it is used.
+ONNX_EXPORT = ["onnx>=1.23.2", "onnxscript>=0.7.2"]
+EXTRAS = {
+    # `fbsnet-ros export`: the ONNX file that both ONNX backends run.
+    "onnx": ONNX_EXPORT,
+    # backend: onnxruntime (CPU).
+    "onnxruntime": ["onnxruntime>=1.32.0", *ONNX_EXPORT],
+    # backend: openvino (Intel CPU/GPU).
+    "openvino": ["openvino>=2026.4.1", *ONNX_EXPORT],
+    # Training and evaluation: plots, TensorBoard logs, Cityscapes label table.
+    "training": ["matplotlib>=3.8", "tensorboard>=2.15", "cityscapesscripts==2.3.0"],
+    # colcon test picks its pytest step from this extra (tests_require is no longer read).
+    "test": ["pytest"],
+}
+
 setup(
     name=package_name,
     version="0.1.0",
@@ -17,12 +33,12 @@ setup(
         ("share/" + package_name + "/config/train", glob("config/train/*.yaml")),
     ],
     install_requires=["setuptools"],
+    extras_require=EXTRAS,
     zip_safe=False,
     maintainer="fbsnet_ros maintainers",
     maintainer_email="fbsnet-ros@example.com",
     description="FBSNet real-time semantic segmentation for ROS 2",
     license="MIT",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "segmentation_node = fbsnet_ros.ros.segmentation_node:main",

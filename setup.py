@@ -1,4 +1,5 @@
 from glob import glob
+from os.path import isfile
 
 from setuptools import find_packages, setup
 
@@ -29,8 +30,9 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
-        ("share/" + package_name + "/config/train", glob("config/train/*.yaml")),
+        # Every shipped configuration file (parameters, DDS profiles, training recipes).
+        *((f"share/{package_name}/{folder}", [p for p in glob(f"{folder}/*") if isfile(p)])
+          for folder in ("config", "config/train")),
     ],
     install_requires=["setuptools"],
     extras_require=EXTRAS,

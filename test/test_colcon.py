@@ -64,6 +64,9 @@ def test_colcon_build_installs_the_ros_layout(workspace):
         share / "config" / "segmentation.yaml",
         *(prefix / "lib" / PACKAGE / name for name in EXECUTABLES),
     ]
+    shipped_config = [path.relative_to(REPO_ROOT) for path in (REPO_ROOT / "config").rglob("*")
+                      if path.is_file()]
+    expected += [share / path for path in shipped_config]
     missing = [str(path.relative_to(prefix)) for path in expected if not path.exists()]
     assert missing == []
     shipped = REPO_ROOT / PACKAGE / "weights" / "fbsnet_camvid.pt"

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 
 from fbsnet_ros.data.classes import IGNORE_INDEX
+from fbsnet_ros.errors import UserError
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset file is missing, unreadable or inconsistent; the message names it."""
 
 

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from fbsnet_ros.errors import UserError
 from fbsnet_ros.model import FBSNet, FBSNetConfig
 
 # Bumped when the layout of the checkpoint dictionary changes.
 CHECKPOINT_FORMAT = 1
 
 
-class CheckpointError(RuntimeError):
+# How torch.save files begin: a zip archive (PyTorch >= 1.6), or the legacy format's pickled
+# magic number (protocol 2, a 10-byte long 0x1950a86a20f9469cfc6c).
+ZIP_SIGNATURE = b"PK\x03\x04"
+LEGACY_SIGNATURE = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+# The part of PyTorch's weights_only refusal worth showing: which global the file asked for.
+# The rest of its message advises weights_only=False, which must never reach a user.
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+class CheckpointError(UserError, RuntimeError):
     """A weights file is missing, corrupt, unsafe or inconsistent; the message names it."""
 
 
@@ -91,25 +103,61 @@ def atomic_save(obj, path: str | Path) -> None:
 
 
 def safe_load(path: str | Path) -> dict:
-    """torch.load with weights_only=True, turning every failure into one CheckpointError line."""
+    """torch.load with weights_only=True, turning every failure into one CheckpointError line.
+
+    A file torch.save did not write ("not a PyTorch checkpoint") is told apart from a damaged
+    one and from a checkpoint that holds pickled code (refused, never loaded).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+    with path.open("rb") as stream:
+        head = stream.read(len(LEGACY_SIGNATURE))
+    if not head.startswith(ZIP_SIGNATURE) and head != LEGACY_SIGNATURE:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_describe_content(head)})")
+    if head.startswith(ZIP_SIGNATURE) and not _is_torch_archive(path):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a zip archive of other files)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        wanted = _UNSUPPORTED_GLOBAL.search(str(error))
+        detail = f" (it asks for {wanted.group(1)})" if wanted else ""
         raise CheckpointError(
-            f"{path}: refused, the file holds pickled objects that weights_only loading does not "
-            f"allow (it could run code): {first_line}"
+            f"{path}: refused, the checkpoint holds pickled Python objects besides tensors and "
+            f"plain values; loading them could run code{detail}"
         ) from None
     except Exception as error:  # torch.load raises anything from IndexError to RuntimeError
-        # on files that are not checkpoints; all of them mean the same to the user.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        # on damaged files; all of them mean the same to the user.
+        # The first sentence: PyTorch's go on to speculate about how the file got damaged.
+        reason = str(error).strip().split(". ")[0].rstrip(".") or type(error).__name__
+        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({reason})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not an fbsnet_ros checkpoint (top level is not a dict)")
     return payload
+
+
+def _describe_content(head: bytes) -> str:
+    """What a file that is not a checkpoint looks like, from its first bytes."""
+    if not head:
+        return "the file is empty"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")):
+        return "it is an image"
+    if head.startswith(b"\x80"):
+        return "a pickle, but not one torch.save wrote"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised binary content"
+    return "it is a text file"
+
+
+def _is_torch_archive(path: Path) -> bool:
+    """torch.save's zip layout: <name>/data.pkl; a damaged archive gets to torch.load."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return True
 
 
 def save_inference_checkpoint(model: FBSNet, metadata: ModelMetadata, path: str | Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fbsnet_ros.errors import InvalidValue
 from fbsnet_ros.inference.backends import create_backend
 from fbsnet_ros.inference.checkpoint import CheckpointError, ModelMetadata, load_model
 from fbsnet_ros.inference.frames import UPSAMPLE_MODES, FrameTransform  # noqa: F401 (re-exported)
@@ -30,19 +31,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
+        raise InvalidValue(
             f"device '{name}' requested but CUDA is not available; use 'auto' or 'cpu'")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ValueError(
+        raise InvalidValue(
             f"device '{name}' is not a torch device; use auto, cpu or cuda[:N]") from None
 
 
 def check_input_size(input_size) -> tuple[int, int]:
     """(height, width), both positive multiples of the network's output stride."""
     if len(input_size) != 2 or any(int(v) != v or v <= 0 or v % OUTPUT_STRIDE for v in input_size):
-        raise ValueError(
+        raise InvalidValue(
             f"input_size must be [height, width], positive multiples of {OUTPUT_STRIDE}, "
             f"got {list(input_size)}"
         )
@@ -103,4 +104,12 @@ class Segmenter:
         """HxWx3 uint8 RGB to HxW uint8 class ids at the same size."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+        if image.size == 0:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got an empty one "
+                             f"({image.shape[0]}x{image.shape[1]})")
+        if not image.flags.writeable:
+            # Frames decoded straight from a message buffer are read-only; torch.from_numpy
+            # warns on those although the engine only reads them. A frame-sized copy is cheap
+            # next to the network.
+            image = image.copy()
         return self.backend.segment(image)

@@ -1,7 +1,9 @@
 """The `fbsnet-ros` command: each subcommand is a thin layer over library functions.
 
-User mistakes (a missing file, a bad parameter, a corrupt checkpoint) end with one line on
-stderr naming the file or parameter, and exit status 2; bugs still show a traceback.
+Exit status: 0 when everything asked for was done; 1 when the run finished but some inputs
+failed (each named in a warning, counted in the summary) or nothing could be scored; 2 when
+the command could not start: a missing or unusable file, folder or option value, reported in
+one line on stderr naming it. Bugs still show a traceback.
 """
 
 from __future__ import annotations
@@ -9,23 +11,84 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-# Errors that are the user's to fix; their messages name the file or parameter at fault.
+from fbsnet_ros.errors import InvalidValue, UserError
+
+EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
-
-
-class UserError(Exception):
-    """A problem with the command's input, reported as one line."""
+# The checkout's CamVid copy (README: ../shared/datasets/camvid beside the project), found
+# from the package rather than from the current folder.
+DEFAULT_CAMVID_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from fbsnet_ros.data.io import DatasetError
+    """UserError and its subclasses (CheckpointError, DatasetError, InvalidValue), and the
+    errors of modules that name the user's file or option without deriving from it."""
     from fbsnet_ros.inference.backends import BackendUnavailable
-    from fbsnet_ros.inference.checkpoint import CheckpointError
 
-    return (UserError, CheckpointError, DatasetError, BackendUnavailable, ValueError,
-            FileNotFoundError)
+    types: tuple[type[BaseException], ...] = (UserError, BackendUnavailable)
+    try:
+        from fbsnet_ros.ros.bag_tools import BagError
+    except ImportError:  # the bag tools' optional dependencies are absent
+        return types
+    return (*types, BagError)
+
+
+@contextmanager
+def _invalid_values(option: str = ""):
+    """Around a call that only validates (a recipe, a backend name, a start time): its
+    ValueError is the user's. Never around work, where a ValueError is a bug."""
+    try:
+        yield
+    except ValueError as error:
+        raise InvalidValue(f"{option} {error}" if option else str(error)) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (like every other user error), exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _checked(convert, accept, requirement: str):
+    """An argparse type: `convert(text)` (int or float) for which `accept` holds."""
+    kind = "whole number" if convert is int else "number"
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    return parse
+
+
+def _count(minimum: int):
+    return _checked(int, lambda value: value >= minimum, f"at least {minimum}")
+
+
+_positive_number = _checked(float, lambda value: 0 < value < float("inf"), "a number > 0")
+_fraction = _checked(float, lambda value: 0 <= value <= 1, "within [0, 1]")
+
+
+def _output_file(option: str, path: str | Path, *, overwrite: bool = True,
+                 inputs: tuple = ()) -> Path:
+    """A file a command will write: not a folder, not one of its inputs, and (unless
+    overwrite) not an existing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; give a file name")
+    for source in inputs:
+        if source is not None and path.exists() and path.resolve() == Path(source).resolve():
+            raise UserError(f"{option} {path}: is the input file; give another name")
+    if path.exists() and not overwrite:
+        raise UserError(f"{option} {path}: already exists; pass --overwrite to replace it")
+    return path
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +106,26 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "installed one that passes the agreement test); default torch")
 
 
+def _check_engine_options(args) -> None:
+    """Device, input size and backend, checked without loading anything: a typo is reported
+    before the weights load and before any file is looked at."""
+    from fbsnet_ros.inference.backends import AUTO, BACKENDS, BackendSpec
+    from fbsnet_ros.inference.engine import check_input_size, resolve_device
+
+    device = resolve_device(args.device)
+    if args.input_size is not None:
+        check_input_size(args.input_size)
+    with _invalid_values("--backend"):
+        spec = BackendSpec.parse(args.backend)
+    if spec.name != AUTO:
+        backend_type = BACKENDS[spec.name]
+        backend_type.check(device, spec.precision or backend_type.default_precision(device))
+
+
 def _segmenter(args):
     from fbsnet_ros.inference import Segmenter
 
+    _check_engine_options(args)
     return Segmenter.from_checkpoint(args.weights, device=args.device,
                                      input_size=args.input_size, upsample=args.upsample,
                                      backend=args.backend)
@@ -67,7 +147,8 @@ def cmd_train(args, extra) -> int:
     from fbsnet_ros.training.config import load_train_config
     from fbsnet_ros.training.loop import train
 
-    config = load_train_config(args.config, _parse_overrides(extra))
+    with _invalid_values():
+        config = load_train_config(args.config, _parse_overrides(extra))
     summary = train(config)
     logging.getLogger("fbsnet_ros").info(
         "done: best val mIoU %.2f%% after %d epochs (%.1f min this run), %s",
@@ -81,6 +162,7 @@ def cmd_evaluate(args, extra) -> int:
 
     from fbsnet_ros.data.datasets import SegmentationDataset, camvid, read_list_file
     from fbsnet_ros.evaluation.scoring import (
+        check_plot_folder,
         format_report,
         report_for,
         score_frames,
@@ -88,12 +170,19 @@ def cmd_evaluate(args, extra) -> int:
         write_report,
     )
 
+    if args.plots:
+        check_plot_folder(args.plots)
+    if args.report:
+        _output_file("--report", args.report)
+    # The frames are found before the weights load: a wrong path fails at once.
+    if args.list:
+        # Relative entries: against --data-root when given, else the list file's folder.
+        pairs = read_list_file(args.list, args.data_root)
+    else:
+        dataset = camvid(args.data_root or DEFAULT_CAMVID_ROOT, args.split)
     segmenter = _segmenter(args)
     if args.list:
-        pairs = read_list_file(args.list, args.data_root)
         dataset = SegmentationDataset(pairs, segmenter.class_names, segmenter.metadata.palette)
-    else:
-        dataset = camvid(args.data_root, args.split)
     if tuple(dataset.class_names) != tuple(segmenter.class_names):
         raise UserError(f"--weights classes {list(segmenter.class_names)} do not match the "
                         f"dataset's {list(dataset.class_names)}")
@@ -106,43 +195,49 @@ def cmd_evaluate(args, extra) -> int:
     if args.report:
         write_report(report, args.report)
     if args.plots:
-        write_plots(confusion.matrix.numpy(), segmenter.class_names, args.plots)
+        write_plots(confusion.matrix.numpy(), segmenter.class_names, args.plots, scored,
+                    title=f"evaluate {Path(args.list).name if args.list else args.split}")
     return 0
 
 
 def cmd_predict(args, extra) -> int:
     import cv2
+    from tqdm import tqdm
 
-    from fbsnet_ros.data.io import read_rgb
     from fbsnet_ros.inference import colorize, overlay
+    from fbsnet_ros.inference.predict_files import EXTRA_OUTPUTS, plan_predict, run_predict
 
+    extras = tuple(suffix for option, suffix in EXTRA_OUTPUTS.items() if getattr(args, option))
+    _check_engine_options(args)
+    plan = plan_predict(args.input, args.output, extras=extras, overwrite=args.overwrite)
     segmenter = _segmenter(args)
-    input_dir, output_dir = Path(args.input), Path(args.output)
-    if not input_dir.is_dir():
-        raise UserError(f"--input {input_dir}: not a directory")
-    images = sorted(p for p in input_dir.iterdir()
-                    if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})
-    if not images:
-        raise UserError(f"--input {input_dir}: no .png/.jpg/.jpeg/.bmp images")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for path in images:
-        image = read_rgb(path)
-        labels = segmenter.predict(image)
-        cv2.imwrite(str(output_dir / f"{path.stem}.png"), labels)
+
+    def write(path: Path, image) -> None:
+        if not cv2.imwrite(str(path), image):
+            raise OSError(f"{path}: could not be written")
+
+    def write_outputs(name: str, image, labels) -> None:
+        write(plan.output_dir / f"{name}.png", labels)
         if args.color or args.overlay:
             mask = colorize(labels, segmenter.palette)
             if args.color:
-                cv2.imwrite(str(output_dir / f"{path.stem}_color.png"), mask[:, :, ::-1])
+                write(plan.output_dir / f"{name}{EXTRA_OUTPUTS['color']}.png", mask[:, :, ::-1])
             if args.overlay:
                 blended = overlay(image, mask, args.alpha)
-                cv2.imwrite(str(output_dir / f"{path.stem}_overlay.png"), blended[:, :, ::-1])
-    print(f"wrote {len(images)} label maps to {output_dir}")
-    return 0
+                write(plan.output_dir / f"{name}{EXTRA_OUTPUTS['overlay']}.png",
+                      blended[:, :, ::-1])
+
+    with tqdm(total=len(plan.inputs), desc="predict", unit="file",
+              disable=not sys.stderr.isatty()) as progress:
+        summary = run_predict(segmenter, plan, write_outputs, progress)
+    print(summary.line(plan.output_dir))
+    return EXIT_SOME_FAILED if summary.failed else 0
 
 
 def cmd_export(args, extra) -> int:
     from fbsnet_ros.inference.checkpoint import load_model, save_inference_checkpoint
 
+    _output_file("--output", args.output, overwrite=args.overwrite, inputs=(args.weights,))
     model, metadata = load_model(args.weights)
     if args.format == "checkpoint":
         save_inference_checkpoint(model, metadata, args.output)
@@ -190,28 +285,37 @@ def _benchmark_model(weights: str | None):
 def cmd_benchmark(args, extra) -> int:
     import json
 
-    from fbsnet_ros.evaluation.benchmark import benchmark_size, format_report, report_dict
+    from fbsnet_ros.evaluation.benchmark import (
+        REPORT_FOOTNOTE,
+        benchmark_size,
+        format_machine,
+        format_size,
+        report_dict,
+    )
     from fbsnet_ros.inference.backends import BackendSpec, available_backends
     from fbsnet_ros.inference.engine import check_input_size, resolve_device
 
+    if args.json:
+        _output_file("--json", args.json)
+    if args.input_size:
+        check_input_size(args.input_size)
     model, metadata = _benchmark_model(args.weights)
     device = resolve_device(args.device)
     backends = args.backends or available_backends(device)
     for name in backends:
-        BackendSpec.parse(name)
-    if args.input_size:
-        check_input_size(args.input_size)
+        with _invalid_values("--backends"):
+            BackendSpec.parse(name)
     log = logging.getLogger("fbsnet_ros.benchmark")
     results = []
+    print(format_machine(), flush=True)
     for frame_size in args.sizes:
-        check_input_size(args.input_size or frame_size)
         results.append(benchmark_size(
             model, metadata, backends, frame_size, args.input_size, device=args.device,
             iterations=args.iterations, warmup=args.warmup, upsample=args.upsample,
-            data_root=args.data_root, progress=log.info))
+            data_root=args.data_root or DEFAULT_CAMVID_ROOT, progress=log.info))
         # Each size's table as soon as it is measured: a long sweep interrupted keeps them.
-        log.info("\n%s", format_report(results[-1:]))
-    print(format_report(results))
+        print(f"\n{format_size(results[-1])}", flush=True)
+    print(f"\n{REPORT_FOOTNOTE}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report_dict(results), indent=2) + "\n")
@@ -235,10 +339,15 @@ def cmd_model_info(args, extra) -> int:
 def cmd_bag_eval(args, extra) -> int:
     from tqdm import tqdm
 
-    from fbsnet_ros.evaluation.scoring import write_plots, write_report
-    from fbsnet_ros.ros.bag_eval import check_bag, evaluate_bag, format_bag_report
+    from fbsnet_ros.evaluation.scoring import check_plot_folder, write_plots, write_report
+    from fbsnet_ros.ros.bag_eval import check_bag, evaluate_bag, format_bag_report, nothing_done
 
-    check_bag(args.bag, args.image_topic, args.gt_topic, args.out_bag)  # before loading weights
+    # Every option and the bag before the weights load.
+    check_bag(args.bag, args.image_topic, args.gt_topic, args.out_bag)
+    if args.plots:
+        check_plot_folder(args.plots)
+    if args.report:
+        _output_file("--report", args.report, inputs=(args.bag,))
     segmenter = _segmenter(args)
     with tqdm(desc="bag-eval", unit="frame", disable=not sys.stderr.isatty()) as progress:
         report, confusion = evaluate_bag(
@@ -248,8 +357,14 @@ def cmd_bag_eval(args, extra) -> int:
     print(format_bag_report(report))
     if args.report:
         write_report(report, args.report)
+    problem = nothing_done(report)
+    if problem:
+        logging.getLogger("fbsnet_ros.bag_eval").warning(
+            "%s%s", problem, "; no plots written" if args.plots else "")
+        return EXIT_SOME_FAILED
     if args.plots:
-        write_plots(confusion, segmenter.class_names, args.plots)
+        write_plots(confusion, segmenter.class_names, args.plots, report["frames_scored"],
+                    title=f"bag-eval {Path(args.bag).name} {args.image_topic}")
     return 0
 
 
@@ -258,19 +373,23 @@ def cmd_bag_from_images(args, extra) -> int:
 
     from fbsnet_ros.ros.bag_tools import images_to_bag, parse_start_time
 
-    start_ns = parse_start_time(args.start_time) if args.start_time else time.time_ns()
+    with _invalid_values("--start-time"):
+        start_ns = parse_start_time(args.start_time) if args.start_time else time.time_ns()
     gt_dir = args.gt_dir or (f"{args.out.rstrip('/')}_gt" if args.labels else None)
     summary = images_to_bag(args.images, args.out, args.rate, labels=args.labels, gt_dir=gt_dir,
                             encoding=args.encoding, storage=args.storage, start_ns=start_ns,
                             frame_id=args.frame_id)
     labels = (f" and {summary['labels']} labels on {summary['ground_truth_topic']}"
               if summary["labels"] else "")
+    failed = summary["failed"]
+    reasons = "; ".join(f"{reason}: {count}" for reason, count in failed.items())
     print(f"wrote {summary['frames']} frames on {summary['camera_topic']}{labels} to "
           f"{summary['bag']} ({summary['storage']}, {args.rate:g} Hz from stamp "
-          f"{summary['first_stamp_ns']} ns)")
+          f"{summary['first_stamp_ns']} ns), {sum(failed.values())} failed"
+          + (f" ({reasons})" if failed else ""))
     if summary["gt_dir"]:
         print(f"wrote ground-truth PNGs named <stamp_ns>.png to {summary['gt_dir']}")
-    return 0
+    return EXIT_SOME_FAILED if failed else 0
 
 
 def cmd_bag_play(args, extra) -> int:
@@ -288,15 +407,18 @@ def cmd_demo(args, extra) -> int:
     from fbsnet_ros.ros.demo import run_demo
 
     height, width = args.size
-    return run_demo(weights=args.weights, images=args.images, video=args.video,
-                    frames=args.frames, output=args.output, size=(height, width),
-                    params_file=args.params_file)
+    try:
+        return run_demo(weights=args.weights, images=args.images, video=args.video,
+                        frames=args.frames, output=args.output, size=(height, width),
+                        params_file=args.params_file)
+    except FileNotFoundError as error:  # run_demo's own: the node's console script is missing
+        raise UserError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     from fbsnet_ros.data.classes import IGNORE_INDEX
 
-    parser = argparse.ArgumentParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -309,21 +431,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on a labelled split")
     _add_engine_options(evaluate)
-    evaluate.add_argument("--data-root", default="../shared/datasets/camvid")
+    evaluate.add_argument("--data-root", default=None,
+                          help=f"CamVid folder for --split (default {DEFAULT_CAMVID_ROOT}); "
+                               "with --list, what its relative paths start from (default: "
+                               "the list file's folder)")
     evaluate.add_argument("--split", default="val", help="CamVid split list <root>/<split>.txt")
-    evaluate.add_argument("--list", default=None, help="any 'image label' list file instead")
-    evaluate.add_argument("--limit", type=int, default=None, help="score the first N frames")
+    evaluate.add_argument("--list", default=None,
+                          help="any 'image label' list file instead (absolute paths or "
+                               "relative ones)")
+    evaluate.add_argument("--limit", type=_count(1), default=None,
+                          help="score the first N frames")
     evaluate.add_argument("--report", default=None, help="write the JSON report here")
     evaluate.add_argument("--plots", default=None, help="write PNG plots to this folder")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="label maps for a folder of images")
+    predict = commands.add_parser(
+        "predict", help="label maps for a folder of images, one image or a video",
+        description="Writes OUTPUT/<name>.png (uint8 class ids at the input's size) for each "
+                    "input; a video's frames become <name>_000000.png, ... Inputs sharing a "
+                    "name (x.jpg, x.png) become x_jpg.png and x_png.png. Nothing is written "
+                    "over an input; existing outputs only with --overwrite. An unreadable "
+                    "input is reported and skipped; exit status 1 if any failed.")
     _add_engine_options(predict)
-    predict.add_argument("--input", required=True, help="folder of images")
-    predict.add_argument("--output", required=True, help="folder for <name>.png label maps")
+    predict.add_argument("--input", required=True,
+                         help="folder of images, one image file, or one video file")
+    predict.add_argument("--output", required=True,
+                         help="folder for <name>.png label maps (not the input folder)")
     predict.add_argument("--color", action="store_true", help="also write <name>_color.png")
     predict.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
-    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    predict.add_argument("--alpha", type=_fraction, default=0.5, help="overlay opacity")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace outputs left by an earlier run (inputs never)")
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help="write an inference checkpoint (or ONNX)")
@@ -331,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("checkpoint", "onnx"), default="checkpoint",
                         help="onnx: input 'image' 1x3xHxW normalised, output 'logits', H and W "
                              "dynamic (multiples of 8); metadata in the file's metadata_props")
-    export.add_argument("--output", required=True)
+    export.add_argument("--output", required=True, help="file to write (not a folder)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output (never the --weights file)")
     export.set_defaults(handler=cmd_export)
 
     benchmark = commands.add_parser(
@@ -344,15 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--backends", nargs="+", default=None, metavar="NAME[:PRECISION]",
                            help="backends to time (default: every one installed here)")
     benchmark.add_argument("--sizes", nargs="+", type=_frame_size, default=[(360, 480)],
-                           metavar="HxW", help="camera frame sizes (default 360x480)")
+                           metavar="HxW", help="camera frame sizes, any (default 360x480)")
     benchmark.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                           help="fixed network input (default: each frame size)")
+                           help="fixed network input (default: each frame size rounded to a "
+                                "multiple of 8)")
     benchmark.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     benchmark.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear")
-    benchmark.add_argument("--iterations", type=int, default=30, help="timed calls per backend")
-    benchmark.add_argument("--warmup", type=int, default=3, help="untimed calls per backend")
-    benchmark.add_argument("--data-root", default="../shared/datasets/camvid",
-                           help="CamVid frames to time on (random frames when absent)")
+    benchmark.add_argument("--iterations", type=_count(1), default=30,
+                           help="timed calls per backend")
+    benchmark.add_argument("--warmup", type=_count(0), default=3,
+                           help="untimed calls per backend")
+    benchmark.add_argument("--data-root", default=None,
+                           help=f"CamVid frames to time on (default {DEFAULT_CAMVID_ROOT}; "
+                                "random frames when absent)")
     benchmark.add_argument("--json", default=None, help="also write the results here")
     benchmark.set_defaults(handler=cmd_benchmark)
 
@@ -379,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="storage of --out-bag (default: the input's)")
     bag_eval.add_argument("--overlay", action="store_true",
                           help="also write /fbsnet/overlay to --out-bag")
-    bag_eval.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    bag_eval.add_argument("--alpha", type=_fraction, default=0.5, help="overlay opacity")
     bag_eval.add_argument("--report", default=None, help="write the JSON report here")
     bag_eval.add_argument("--plots", default=None, help="write PNG plots to this folder")
     bag_eval.set_defaults(handler=cmd_bag_eval)
@@ -393,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     from_images.add_argument("--labels", default=None,
                              help="folder of label PNGs named like the frames")
     from_images.add_argument("--out", required=True, help="new bag folder")
-    from_images.add_argument("--rate", type=float, required=True, help="frame rate in Hz")
+    from_images.add_argument("--rate", type=_positive_number, required=True,
+                             help="frame rate in Hz")
     from_images.add_argument("--encoding", choices=("rgb8", "bgr8", "jpeg", "png"),
                              default="rgb8", help="Image encoding, or CompressedImage codec")
     from_images.add_argument("--storage", choices=("sqlite3", "mcap"), default="mcap")
@@ -402,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     from_images.add_argument("--frame-id", default="camera", help="header frame_id")
     from_images.add_argument("--gt-dir", default=None,
                              help="with --labels, also write <stamp_ns>.png here "
-                                  "(default: <out>_gt)")
+                                  "(default: <out>_gt; files there are never replaced)")
     from_images.set_defaults(handler=cmd_bag_from_images)
 
     bag_play = commands.add_parser(
@@ -411,12 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "optionally with /clock, and record the node's outputs to a new bag: "
                     "`ros2 bag play` and `ros2 bag record` for machines without them.")
     bag_play.add_argument("--bag", required=True, help="rosbag2 bag folder (or .db3/.mcap file)")
-    bag_play.add_argument("--rate", type=float, default=1.0,
+    bag_play.add_argument("--rate", type=_positive_number, default=1.0,
                           help="playback speed, a multiple of the recorded rate")
     bag_play.add_argument("--topics", nargs="+", default=None,
                           help="play only these topics (default: all)")
     # 40 Hz: what `ros2 bag play --clock` uses unless told otherwise.
-    bag_play.add_argument("--clock", type=float, nargs="?", const=40.0, default=None,
+    bag_play.add_argument("--clock", type=_positive_number, nargs="?", const=40.0, default=None,
                           metavar="HZ", help="publish the bag's time on /clock (default 40 Hz) "
                                              "for nodes with use_sim_time")
     bag_play.add_argument("--record", default=None,

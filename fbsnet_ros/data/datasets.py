@@ -135,8 +135,16 @@ def read_list_file(
         fields = line.split()
         if len(fields) != 2:
             raise DatasetError(f"{list_file}:{number}: expected 'image label', got {line!r}")
-        pairs.append((root / fields[0].lstrip("/"), root / fields[1].lstrip("/")))
+        pairs.append((_list_entry(root, fields[0]), _list_entry(root, fields[1])))
     return pairs
+
+
+def _list_entry(root: Path, entry: str) -> Path:
+    """An absolute path that exists is used as written; any other entry is relative to root
+    (SegNet's own lists write '/SegNet/CamVid/...' for files under the data root)."""
+    if Path(entry).is_absolute() and Path(entry).exists():
+        return Path(entry)
+    return root / entry.lstrip("/")
 
 
 def camvid(root: str | Path, split: str, **kwargs) -> SegmentationDataset:

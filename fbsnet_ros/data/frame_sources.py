@@ -12,6 +12,8 @@ import numpy as np
 from fbsnet_ros.data.io import DatasetError, read_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+# Containers OpenCV's FFmpeg backend reads; `predict` takes a file with one of these as a video.
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v"}
 
 
 def synthetic_road_scene(frame_index: int, size: tuple[int, int] = (360, 480)) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fbsnet_ros.inference.checkpoint import ModelMetadata
-from fbsnet_ros.model import count_parameters
+from fbsnet_ros.model import OUTPUT_STRIDE, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def benchmark_size(model: torch.nn.Module, metadata: ModelMetadata, backends: Se
     """Time `backends` (the reference first, always) at one frame size, interleaved."""
     from fbsnet_ros.inference import Segmenter
 
-    input_size = tuple(input_size or frame_size)
+    input_size = tuple(input_size or network_input_for(frame_size))
     frames = benchmark_frames(frame_size, data_root)
     result = SizeResult(frame_size=tuple(frame_size), input_size=input_size,
                         complexity=model_complexity(model, input_size))
@@ -234,33 +234,50 @@ def report_dict(results: Sequence[SizeResult]) -> dict:
             "sizes": [asdict(result) for result in results]}
 
 
+def format_machine() -> str:
+    """The machine line heading every benchmark report."""
+    machine = machine_summary()
+    return (f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
+            f"{machine['torch']} ({machine['torch_threads']} threads)"
+            + (f", GPU {machine['gpu']}" if "gpu" in machine else ""))
+
+
+def format_size(result: SizeResult) -> str:
+    """One frame size's table."""
+    complexity = result.complexity
+    lines = [
+        (f"frames {result.frame_size[0]}x{result.frame_size[1]}, network input "
+         f"{result.input_size[0]}x{result.input_size[1]}: {complexity['params']:,} params, "
+         f"{complexity['macs'] / 1e9:.2f} GMACs = {complexity['flops'] / 1e9:.2f} GFLOPs "
+         "(convolutions only, FLOPs = 2 x MACs)"),
+        (f"{'backend':<24} {'e2e median':>10} {'p99':>8} {'FPS':>7} {'x eager':>8}   "
+         f"{'model median':>12} {'p99':>8} {'FPS':>7} {'x eager':>8}"),
+    ]
+    for entry in result.backends:
+        e2e, model = entry.end_to_end, entry.model
+        lines.append(
+            f"{entry.backend:<24} {e2e.median_ms:>8.1f}ms {e2e.p99_ms:>6.1f}ms "
+            f"{e2e.fps:>7.1f} {e2e.ratio_to_reference:>7.2f}x   "
+            f"{model.median_ms:>10.1f}ms {model.p99_ms:>6.1f}ms {model.fps:>7.1f} "
+            f"{model.ratio_to_reference:>7.2f}x")
+    for name, reason in result.failed.items():
+        lines.append(f"{name:<24} not measured: {reason}")
+    return "\n".join(lines)
+
+
+REPORT_FOOTNOTE = (
+    "e2e: Segmenter.predict, uint8 RGB frame to uint8 labels at frame size (resize, "
+    "normalise, network, upsample, argmax). model: the network alone on a ready input. "
+    "x eager: median of eager fp32 (torch:fp32) / median, same run.")
+
+
 def format_report(results: Sequence[SizeResult]) -> str:
     """A plain-text table per size, the way the README quotes it."""
-    machine = machine_summary()
-    lines = [f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
-             f"{machine['torch']} ({machine['torch_threads']} threads)"
-             + (f", GPU {machine['gpu']}" if "gpu" in machine else "")]
-    for result in results:
-        complexity = result.complexity
-        lines += [
-            "",
-            (f"frames {result.frame_size[0]}x{result.frame_size[1]}, network input "
-            f"{result.input_size[0]}x{result.input_size[1]}: {complexity['params']:,} params, "
-            f"{complexity['macs'] / 1e9:.2f} GMACs = {complexity['flops'] / 1e9:.2f} GFLOPs "
-            "(convolutions only, FLOPs = 2 x MACs)"),
-            (f"{'backend':<24} {'e2e median':>10} {'p99':>8} {'FPS':>7} {'x eager':>8}   "
-            f"{'model median':>12} {'p99':>8} {'FPS':>7} {'x eager':>8}"),
-        ]
-        for entry in result.backends:
-            e2e, model = entry.end_to_end, entry.model
-            lines.append(
-                f"{entry.backend:<24} {e2e.median_ms:>8.1f}ms {e2e.p99_ms:>6.1f}ms "
-                f"{e2e.fps:>7.1f} {e2e.ratio_to_reference:>7.2f}x   "
-                f"{model.median_ms:>10.1f}ms {model.p99_ms:>6.1f}ms {model.fps:>7.1f} "
-                f"{model.ratio_to_reference:>7.2f}x")
-        for name, reason in result.failed.items():
-            lines.append(f"{name:<24} not measured: {reason}")
-    lines += ["", ("e2e: Segmenter.predict, uint8 RGB frame to uint8 labels at frame size "
-                  "(resize, normalise, network, upsample, argmax). model: the network alone on "
-                  "a ready input. x eager: median of eager fp32 (torch:fp32) / median, same run.")]
-    return "\n".join(lines)
+    return "\n\n".join([format_machine(), *map(format_size, results), REPORT_FOOTNOTE])
+
+
+def network_input_for(frame_size: tuple[int, int]) -> tuple[int, int]:
+    """The network input timed for a frame size when none is given: the frame size rounded to
+    the nearest multiple of the output stride (at least one stride), as any camera size runs."""
+    return tuple(max(OUTPUT_STRIDE, OUTPUT_STRIDE * round(side / OUTPUT_STRIDE))
+                 for side in frame_size)

@@ -260,6 +260,17 @@ def evaluate_bag(segmenter, bag: str | Path, image_topic: str, *, gt_topic: str 
     return report, evaluation.scorer.confusion.matrix.numpy()
 
 
+def nothing_done(report: dict) -> str | None:
+    """Why a finished bag-eval did not do what it was asked (exit status 1), or None."""
+    if report["frames_segmented"] == 0:
+        return (f"no frame of {report['image_topic']} could be segmented "
+                f"({report['frames_read']} read)")
+    if report["ground_truth"] is not None and report["frames_scored"] == 0:
+        return (f"no frame was scored: none of the {report['frames_segmented']} segmented "
+                f"frames had usable ground truth in {report['ground_truth']}")
+    return None
+
+
 def latency_summary(latencies_ms: list[float]) -> dict:
     """Inference time per frame (predict only) and the frame rate it allows."""
     if not latencies_ms:

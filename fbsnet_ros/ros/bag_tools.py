@@ -352,7 +352,7 @@ def _count_failure(failed: Counter, path: Path, error: Exception, consequence: s
     """One warning line naming the file; the summary counts the reason without the path."""
     reason = str(error).removeprefix(f"{path}: ")
     log.warning("%s: %s; %s", path, reason, consequence)
-    failed[f"{reason}, {consequence}"] += 1
+    failed[reason] += 1
 
 
 def _refuse_existing_ground_truth(gt_dir: Path, stamps: Sequence[int]) -> None:

@@ -35,7 +35,9 @@ STARTUP_TIMEOUT_S = 60.0
 ANSWER_TIMEOUT_S = 30.0
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-_BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+_BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1, "yuv422": 2}
+# The Fast DDS profile the README tells users to load where large frames are published.
+LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
 
 
 def node_executable() -> str:
@@ -62,15 +64,17 @@ def reliable_subscription_override(topic: str) -> dict:
 class NodeProcess:
     """The segmentation node run from its console script, output captured in a file."""
 
-    def __init__(self, log_path: Path, params_files: list[Path], ros_arguments=()) -> None:
+    def __init__(self, log_path: Path, params_files: list[Path], ros_arguments=(),
+                 environment: dict | None = None) -> None:
         command = [node_executable(), "--ros-args"]
         for params_file in (DEFAULT_PARAMS_FILE, *params_files):
             command += ["--params-file", str(params_file)]
         command += list(ros_arguments)
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})})
 
     @property
     def output(self) -> str:
@@ -87,6 +91,12 @@ class NodeProcess:
 
     def wait(self, timeout: float = STARTUP_TIMEOUT_S) -> int:
         return self.process.wait(timeout=timeout)
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """SIGINT, then SIGKILL if the node does not go; for teardown, never fails."""
@@ -187,11 +197,22 @@ class RosProbe:
         finally:
             self.node.destroy_client(client)
 
+    def __enter__(self) -> RosProbe:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
     def close(self) -> None:
         rclpy.try_shutdown(context=self.context)
         self._spinner.join(timeout=10)
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+def subscription_reliabilities(node: Node, topic: str) -> list:
+    """The reliability of every subscription on topic, as the ROS graph reports it."""
+    return [info.qos_profile.reliability for info in node.get_subscriptions_info_by_topic(topic)]
 
 
 def wait_until(condition, timeout: float = STARTUP_TIMEOUT_S, what: str = "condition") -> None:

@@ -7,6 +7,7 @@ syntax; the parameter file is compared with what a real node instance declares.
 from __future__ import annotations
 
 import ast
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ from fbsnet_ros.ros.segmentation_node import SegmentationNode, parameter_declara
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
 LAUNCH_FILE = REPO_ROOT / "launch" / "segmentation.launch.py"
+LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
+FASTDDS_NAMESPACE = "{http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles}"
+# A 1920x1080 rgb8 frame, the largest camera frame the README promises to carry.
+LARGEST_FRAME_BYTES = 1920 * 1080 * 3
 
 
 def _params_file_values() -> dict:
@@ -109,8 +114,10 @@ def test_launch_file_declares_params_file_namespace_and_camera_topic(launch_file
     arguments = {launch_file.value(call.args[0]): launch_file.keywords(call)
                  for call in launch_file.calls_to("DeclareLaunchArgument")}
 
-    assert set(arguments) == {"params_file", "namespace", "camera_topic"}
+    assert set(arguments) == {"params_file", "namespace", "camera_topic", "large_frames"}
     assert arguments["namespace"]["default_value"] == ""
+    # Off unless asked: a 64 MB shared-memory segment per process is not every machine's.
+    assert arguments["large_frames"]["default_value"] == "false"
     assert arguments["camera_topic"]["default_value"] == "/camera/image_raw"
     share_directory_calls = launch_file.calls_to("get_package_share_directory")
     assert [launch_file.value(call.args[0]) for call in share_directory_calls] == ["fbsnet_ros"]
@@ -129,3 +136,37 @@ def test_launch_file_starts_the_node_with_its_params_and_camera_remapping(launch
     assert node["parameters"] == [("LaunchConfiguration", "params_file")]
     assert node["remappings"] == [("/camera/image_raw", ("LaunchConfiguration", "camera_topic"))]
     assert node["output"] == "screen"
+
+
+def test_large_frames_sets_the_fastdds_profile_for_the_launched_processes(launch_file):
+    (set_environment,) = launch_file.calls_to("SetEnvironmentVariable")
+    name, value = set_environment.args
+    condition = launch_file.keywords(set_environment)["condition"]
+
+    assert launch_file.value(name) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    assert isinstance(value, ast.Name) and value.id == "large_frames_profile"
+    (profile_path,) = [call for call in launch_file.calls_to("join")
+                       if "fastdds_large_frames.xml" in map(launch_file.value, call.args)]
+    assert [launch_file.value(argument) for argument in profile_path.args][1:] == [
+        "config", "fastdds_large_frames.xml"]
+    assert condition == ("IfCondition", ("LaunchConfiguration", "large_frames"))
+
+
+def test_large_frames_profile_replaces_the_512_kb_shared_memory_and_keeps_udp():
+    root = ElementTree.parse(LARGE_FRAMES_PROFILE).getroot()
+    descriptors = {
+        descriptor.findtext(f"{FASTDDS_NAMESPACE}transport_id"): descriptor
+        for descriptor in root.iter(f"{FASTDDS_NAMESPACE}transport_descriptor")}
+    participant = root.find(f"{FASTDDS_NAMESPACE}participant")
+    rtps = participant.find(f"{FASTDDS_NAMESPACE}rtps")
+    used = [element.text for element in rtps.iter(f"{FASTDDS_NAMESPACE}transport_id")]
+
+    # Loaded by FASTDDS_DEFAULT_PROFILES_FILE only if it is the default participant profile.
+    assert participant.get("is_default_profile") == "true"
+    assert rtps.findtext(f"{FASTDDS_NAMESPACE}useBuiltinTransports") == "false"
+    types = {descriptors[transport].findtext(f"{FASTDDS_NAMESPACE}type") for transport in used}
+    assert types == {"SHM", "UDPv4"}  # UDPv4: peers on other machines still reach it
+    (shared_memory,) = [descriptors[transport] for transport in used
+                        if descriptors[transport].findtext(f"{FASTDDS_NAMESPACE}type") == "SHM"]
+    segment_size = int(shared_memory.findtext(f"{FASTDDS_NAMESPACE}segment_size"))
+    assert segment_size >= 4 * LARGEST_FRAME_BYTES  # a few 1080p frames in flight

@@ -1,8 +1,10 @@
 """The segmentation node end to end: its console script in a process, talking over real DDS.
 
-One node process (random CamVid weights, reliable input through the QoS overrides) serves the
-topic and parameter tests; start-up failures, compressed input and signals each get a short
-process of their own, in their own namespace so their topics never mix with the shared node's.
+One node process (random CamVid weights, the shipped QoS: its input follows the probe's
+reliable publisher) serves the topic and parameter tests; start-up failures, compressed input
+and signals each get a short process of their own, in their own namespace so their topics
+never mix with the shared node's. Camera-sized frames, QoS and transport losses are in
+test_node_transport.py.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.qos import ReliabilityPolicy
 from ros_helpers import (
     ANSWER_TIMEOUT_S,
     NodeProcess,
     RosProbe,
     camera_image,
-    reliable_subscription_override,
+    subscription_reliabilities,
     wait_until,
     write_params_file,
 )
@@ -54,23 +57,17 @@ def weights_params_file(random_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmentation_node(weights_params_file, tmp_path_factory):
     directory = tmp_path_factory.mktemp("shared_node")
-    settings = write_params_file(directory / "shared.yaml", {
-        "max_pixels": SHARED_NODE_MAX_PIXELS,
-        **reliable_subscription_override("/camera/image_raw"),
-    })
-    node = NodeProcess(directory / "node.log", [weights_params_file, settings])
-    try:
+    settings = write_params_file(directory / "shared.yaml",
+                                 {"max_pixels": SHARED_NODE_MAX_PIXELS})
+    with NodeProcess(directory / "node.log", [weights_params_file, settings]) as node:
         node.wait_for_output(READY_LINE)
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="module")
 def probe():
-    ros_probe = RosProbe("fbsnet_test_probe")
-    yield ros_probe
-    ros_probe.close()
+    with RosProbe("fbsnet_test_probe") as ros_probe:
+        yield ros_probe
 
 
 class Camera:
@@ -86,6 +83,9 @@ class Camera:
         self.diagnostics = probe.recorder(DiagnosticArray, "/diagnostics")
         wait_until(lambda: self.publisher.get_subscription_count() > 0, what="node subscription")
         node = probe.node
+        # input_reliability auto: the node re-subscribes reliable once it sees this publisher.
+        wait_until(lambda: subscription_reliabilities(node, self.publisher.topic_name) == [
+            ReliabilityPolicy.RELIABLE], what="the node's input to follow a reliable publisher")
         for recorder in (self.labels, self.color_mask, self.overlay):
             topic = recorder.subscription.topic_name
             wait_until(lambda topic=topic: node.count_publishers(topic) > 0, what=topic)
@@ -330,10 +330,7 @@ def test_compressed_input_is_decoded_and_answered_at_its_size(
         weights_params_file, probe, tmp_path):
     # Remapped, to check the compressed topic follows the camera topic's remapping.
     namespace, camera_topic = "/compressed_test", "/compressed_test/image"
-    settings = write_params_file(tmp_path / "compressed.yaml", {
-        "input_transport": "compressed",
-        **reliable_subscription_override(f"{camera_topic}/compressed"),
-    })
+    settings = write_params_file(tmp_path / "compressed.yaml", {"input_transport": "compressed"})
     node = NodeProcess(tmp_path / "node.log", [weights_params_file, settings], [
         "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"])
     try:
@@ -360,9 +357,7 @@ def test_signal_stops_the_node_promptly_mid_frame(
         weights_params_file, probe, tmp_path, stop_signal):
     namespace = f"/{stop_signal.name.lower()}_test"
     camera_topic = f"{namespace}/image"
-    reliable_input = write_params_file(tmp_path / "qos.yaml",
-                                       reliable_subscription_override(camera_topic))
-    node = NodeProcess(tmp_path / "node.log", [weights_params_file, reliable_input], [
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file], [
         "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"])
     try:
         node.wait_for_output(READY_LINE)
@@ -440,3 +435,26 @@ def test_unusable_frames_of_every_kind_are_rejected_and_odd_sizes_served(camera)
     for height, width in ((1, 1), (7, 3), (4001, 3)):
         labels = camera.request(camera_image(height, width, "rgb8"))
         assert (labels.height, labels.width, labels.encoding) == (height, width, "mono8")
+
+
+def test_statistics_warn_on_frames_lost_and_on_publishers_that_send_nothing():
+    statistics = FrameStatistics()
+
+    def status(now):
+        return statistics.diagnostic_status("fbsnet: segmentation", "cpu", now)
+
+    statistics.record_publishers(1, now=10.0)
+    assert status(10.0 + STALE_INPUT_S / 2).level == DiagnosticStatus.OK  # matching takes a moment
+    silent = status(10.0 + STALE_INPUT_S + 0.5)
+    assert silent.level == DiagnosticStatus.WARN and "no frame for" in silent.message
+    assert _values(silent)["input publishers"] == "1"
+
+    statistics.record_received(20.0, replaced_waiting_frame=False)
+    statistics.record_processed(ReceivedFrame(Image(), received_at=20.0), now=20.1)
+    assert status(20.2).level == DiagnosticStatus.OK
+    statistics.record_lost(3, now=20.5)
+    lost = status(20.6)
+    assert lost.level == DiagnosticStatus.WARN and "fastdds_large_frames.xml" in lost.message
+    assert _values(lost)["frames lost in transport"] == "3"
+    statistics.record_received(20.0 + STATISTICS_WINDOW_S, replaced_waiting_frame=False)
+    assert status(20.6 + STATISTICS_WINDOW_S).level == DiagnosticStatus.OK  # the loss aged out

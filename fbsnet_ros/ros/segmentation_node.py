@@ -6,12 +6,20 @@ model skips frames instead of building a backlog: latency stays bounded whatever
 rate. Inputs are found by remapping ``/camera/image_raw``; outputs live in the node's private
 namespace (``/fbsnet/labels``, ``/fbsnet/color_mask``, ``/fbsnet/overlay`` by default), and
 health is reported on ``/diagnostics`` once a second.
+
+The input's reliability follows the camera (``input_reliability: auto``): reliable when every
+publisher on the topic offers reliable, best effort otherwise. A best-effort reader loses
+frames larger than Fast DDS's default shared-memory segment (about 512 KB) unless the
+publisher's process loads ``config/fastdds_large_frames.xml``; lost frames, incompatible QoS
+and publishers that send nothing are counted on ``/diagnostics`` instead of passing silently.
 """
 
 from __future__ import annotations
 
 import array
 import math
+import os
+import signal
 import sys
 import threading
 import time
@@ -38,13 +46,27 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     HistoryPolicy,
+    QoSPolicyKind,
     QoSProfile,
     ReliabilityPolicy,
-    qos_profile_sensor_data,
+    qos_policy_name_from_kind,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+
+try:
+    from rclpy.event_handler import (
+        PublisherEventCallbacks,
+        SubscriptionEventCallbacks,
+        UnsupportedEventTypeError,
+    )
+except ImportError:  # Humble's name for the same module
+    from rclpy.qos_event import (
+        PublisherEventCallbacks,
+        SubscriptionEventCallbacks,
+        UnsupportedEventTypeError,
+    )
 
 from fbsnet_ros.inference import CheckpointError, Segmenter, colorize, overlay
 from fbsnet_ros.inference.backends import BackendUnavailable, backend_choices
@@ -69,6 +91,18 @@ INPUT_TRANSPORTS = ("raw", "compressed")
 # Two deep: a subscriber that is briefly busy still gets the newest result, never a queue.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                         reliability=ReliabilityPolicy.RELIABLE)
+# The latest frame is all the node wants, whatever the reliability.
+INPUT_DEPTH = 1
+INPUT_RELIABILITIES = ("auto", "reliable", "best_effort")
+# How often `auto` (and the "publisher but no frames" check) looks at the input's publishers.
+PUBLISHER_CHECK_PERIOD_S = 0.5
+# Transport problems are logged at most once in this many seconds (always counted).
+TRANSPORT_LOG_THROTTLE_S = 10.0
+# What to do about frames lost between a camera and a best-effort reader.
+LOST_FRAMES_FIX = (
+    "large frames from a best-effort publisher need config/fastdds_large_frames.xml in the "
+    "publisher's process (FASTDDS_DEFAULT_PROFILES_FILE; README, 'Large frames'), or a "
+    "reliable publisher")
 
 DIAGNOSTICS_PERIOD_S = 1.0
 # FPS and "errors recently" look this far back.
@@ -81,6 +115,11 @@ FAILED_STREAK_FOR_ERROR = 10
 RECENT_SAMPLES = 200
 # A frame still in inference at shutdown gets this long before the daemon worker is abandoned.
 WORKER_JOIN_TIMEOUT_S = 2.0
+# After SIGINT/SIGTERM the process ends within this long, even if the main thread is inside a
+# long native call (a backend build, a large inference) that a Python exception cannot reach.
+STOP_GRACE_S = 5.0
+# Exit status for a start-up setting or file the node cannot use (as the fbsnet-ros CLI).
+EXIT_USAGE = 2
 # Largest accepted max_pixels: far above any camera, still a real guard against garbage headers.
 MAX_PIXELS_LIMIT = 1_000_000_000
 
@@ -120,6 +159,13 @@ def parameter_declarations() -> list[tuple[str, object, ParameterDescriptor]]:
             description="raw: sensor_msgs/Image on the input topic; compressed: "
                         f"sensor_msgs/CompressedImage on <input topic>{COMPRESSED_SUFFIX}",
             read_only=True, additional_constraints="one of: " + ", ".join(INPUT_TRANSPORTS))),
+        ("input_reliability", "auto", ParameterDescriptor(
+            description="input subscription reliability (keep-last 1): auto is reliable "
+                        "when every publisher on the topic offers reliable, best effort "
+                        "otherwise (also with no publisher yet), re-decided as publishers "
+                        "come and go; a qos_overrides reliability for the topic wins",
+            read_only=True,
+            additional_constraints="one of: " + ", ".join(INPUT_RELIABILITIES))),
         ("max_pixels", 50_000_000, ParameterDescriptor(
             description="frames with more pixels are refused and counted as rejected",
             read_only=True,
@@ -183,6 +229,14 @@ class FrameStatistics:
         self._lock = threading.Lock()
         self.received = self.processed = self.dropped = self.rejected = self.failed = 0
         self.last_error = ""
+        # Transport: frames the middleware reports lost before reaching the node, publishers
+        # and subscribers whose QoS cannot match the node's, and the input QoS in use.
+        self.lost = self.incompatible_input = self.incompatible_outputs = 0
+        self.input_reliability = ""
+        self.reliability_switches = 0
+        self.input_publishers = 0
+        self._publishers_since: float | None = None
+        self._lost_at: float | None = None
         self._last_received_at: float | None = None
         self._latencies_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
         self._processed_at: deque[float] = deque(maxlen=RECENT_SAMPLES)
@@ -194,6 +248,29 @@ class FrameStatistics:
             self.received += 1
             self.dropped += replaced_waiting_frame
             self._last_received_at = now
+
+    def record_lost(self, count: int, now: float) -> None:
+        with self._lock:
+            self.lost += count
+            self._lost_at = now
+
+    def record_incompatible(self, count: int, *, input_side: bool) -> None:
+        with self._lock:
+            if input_side:
+                self.incompatible_input += count
+            else:
+                self.incompatible_outputs += count
+
+    def record_input_reliability(self, reliability: str, switched: bool) -> None:
+        with self._lock:
+            self.input_reliability = reliability
+            self.reliability_switches += switched
+
+    def record_publishers(self, count: int, now: float) -> None:
+        with self._lock:
+            if count and not self.input_publishers:
+                self._publishers_since = now
+            self.input_publishers = count
 
     def record_processed(self, frame: ReceivedFrame, now: float) -> None:
         with self._lock:
@@ -236,6 +313,12 @@ class FrameStatistics:
                 "latency p90 ms": f"{p90:.1f}",
                 "latency p99 ms": f"{p99:.1f}",
                 "last error": self.last_error,
+                "frames lost in transport": self.lost,
+                "incompatible QoS input": self.incompatible_input,
+                "incompatible QoS outputs": self.incompatible_outputs,
+                "input publishers": self.input_publishers,
+                "input reliability": self.input_reliability,
+                "input reliability switches": self.reliability_switches,
             }
         return DiagnosticStatus(
             level=level, name=name, message=message, hardware_id=hardware_id,
@@ -252,6 +335,15 @@ class FrameStatistics:
         outcomes = self._recent_outcomes
         if len(outcomes) == outcomes.maxlen and not any(outcomes):
             return DiagnosticStatus.ERROR, f"the last {len(outcomes)} frames all failed"
+        if self._lost_at is not None and now - self._lost_at <= STATISTICS_WINDOW_S:
+            return DiagnosticStatus.WARN, (
+                f"frames lost in transport ({self.lost} so far): {LOST_FRAMES_FIX}")
+        if self.input_publishers and self._publishers_since is not None:
+            waiting_since = max(self._publishers_since, self._last_received_at or -math.inf)
+            if now - waiting_since > STALE_INPUT_S:
+                return DiagnosticStatus.WARN, (
+                    f"{self.input_publishers} publisher(s) on the input but no frame for "
+                    f"{now - waiting_since:.1f} s: incompatible QoS, or {LOST_FRAMES_FIX}")
         if self._last_received_at is not None and now - self._last_received_at > STALE_INPUT_S:
             return DiagnosticStatus.WARN, f"no input for {now - self._last_received_at:.1f} s"
         if self._error_at and now - self._error_at[-1] <= STATISTICS_WINDOW_S:
@@ -287,22 +379,34 @@ class SegmentationNode(Node):
         self.statistics = FrameStatistics()
         self.mailbox = LatestFrameMailbox()
         qos_overrides = QoSOverridingOptions.with_default_policies()
+        output_events = PublisherEventCallbacks(incompatible_qos=self._on_output_incompatible_qos)
         self.labels_publisher = self.create_publisher(
-            Image, "~/labels", OUTPUT_QOS, qos_overriding_options=qos_overrides)
+            Image, "~/labels", OUTPUT_QOS, qos_overriding_options=qos_overrides,
+            event_callbacks=output_events)
         self.color_mask_publisher = self.create_publisher(
-            Image, "~/color_mask", OUTPUT_QOS, qos_overriding_options=qos_overrides)
+            Image, "~/color_mask", OUTPUT_QOS, qos_overriding_options=qos_overrides,
+            event_callbacks=output_events)
         self.overlay_publisher = self.create_publisher(
-            Image, "~/overlay", OUTPUT_QOS, qos_overriding_options=qos_overrides)
+            Image, "~/overlay", OUTPUT_QOS, qos_overriding_options=qos_overrides,
+            event_callbacks=output_events)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        # Resolved first so a remapped camera topic also moves its compressed stream.
         if self.input_transport == "compressed":
-            # Resolve first so a remapped camera topic also moves its compressed stream.
-            input_topic = self.resolve_topic_name(INPUT_TOPIC) + COMPRESSED_SUFFIX
-            message_type = CompressedImage
+            self.input_topic = self.resolve_topic_name(INPUT_TOPIC) + COMPRESSED_SUFFIX
+            self.input_type = CompressedImage
         else:
-            input_topic, message_type = INPUT_TOPIC, Image
-        self.image_subscription = self.create_subscription(
-            message_type, input_topic, self._on_image, qos_profile_sensor_data,
-            qos_overriding_options=qos_overrides)
+            self.input_topic, self.input_type = self.resolve_topic_name(INPUT_TOPIC), Image
+        reliability_override = f"qos_overrides.{self.input_topic}.subscription.reliability"
+        # `auto` follows the publishers, unless the YAML fixes the reliability either way.
+        self.follow_publishers = (settings["input_reliability"] == "auto"
+                                  and reliability_override not in self._parameter_overrides)
+        reliability = (ReliabilityPolicy.RELIABLE if settings["input_reliability"] == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        self.image_subscription = self._subscribe_input(reliability, qos_overrides)
+        self.statistics.record_input_reliability(self._input_reliability_name(), switched=False)
+        self.publisher_check_timer = self.create_timer(
+            PUBLISHER_CHECK_PERIOD_S, self._check_input_publishers)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
 
         # A daemon, so a frame stuck in inference can never hold the process open at exit.
@@ -310,7 +414,9 @@ class SegmentationNode(Node):
                                        daemon=True)
         self.worker.start()
         self.get_logger().info(
-            f"segmenting {self.image_subscription.topic_name} ({self.input_transport}) on "
+            f"segmenting {self.image_subscription.topic_name} ({self.input_transport}, "
+            f"{self._input_reliability_name()}"
+            f"{', following its publishers' if self.follow_publishers else ''}) on "
             f"{self.segmenter.device} ({self.segmenter.backend_name}), network input "
             f"{self.segmenter.input_size}, {self.segmenter.num_classes} classes")
 
@@ -321,10 +427,11 @@ class SegmentationNode(Node):
                 settings[name] = self.declare_parameter(name, default, descriptor).value
             except (InvalidParameterTypeException, InvalidParameterValueException) as error:
                 raise StartupError(f"parameter '{name}': {error}") from None
-        if settings["input_transport"] not in INPUT_TRANSPORTS:
-            raise StartupError(
-                f"parameter 'input_transport' must be one of {', '.join(INPUT_TRANSPORTS)}, "
-                f"got '{settings['input_transport']}'")
+        for name, allowed in (("input_transport", INPUT_TRANSPORTS),
+                              ("input_reliability", INPUT_RELIABILITIES)):
+            if settings[name] not in allowed:
+                raise StartupError(f"parameter '{name}' must be one of {', '.join(allowed)}, "
+                                   f"got '{settings[name]}'")
         return settings
 
     def _refuse_undeclared_parameters(self) -> None:
@@ -365,6 +472,78 @@ class SegmentationNode(Node):
             elif parameter.name == "publish_overlay":
                 self.publish_overlay = parameter.value
         return SetParametersResult(successful=True)
+
+    def _subscribe_input(self, reliability: ReliabilityPolicy,
+                         qos_overrides: QoSOverridingOptions):
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=INPUT_DEPTH,
+                         reliability=reliability)
+        with_lost = SubscriptionEventCallbacks(incompatible_qos=self._on_input_incompatible_qos,
+                                               message_lost=self._on_frames_lost)
+        without_lost = SubscriptionEventCallbacks(
+            incompatible_qos=self._on_input_incompatible_qos)
+        for events in (with_lost, without_lost):
+            try:
+                return self.create_subscription(
+                    self.input_type, self.input_topic, self._on_image, qos,
+                    event_callbacks=events, qos_overriding_options=qos_overrides)
+            except UnsupportedEventTypeError:
+                # Some middlewares cannot report lost messages; the "publisher but no frames"
+                # warning still catches a camera whose frames never come.
+                self.get_logger().warning("this RMW does not report lost messages", once=True)
+        raise AssertionError("unreachable: the second try registers no optional event")
+
+    def _input_reliability_name(self) -> str:
+        reliability = self.image_subscription.qos_profile.reliability
+        return "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+
+    def _check_input_publishers(self) -> None:
+        publishers = self.get_publishers_info_by_topic(self.input_topic)
+        self.statistics.record_publishers(len(publishers), time.monotonic())
+        if not self.follow_publishers:
+            return
+        all_reliable = bool(publishers) and all(
+            publisher.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+            for publisher in publishers)
+        wanted = ReliabilityPolicy.RELIABLE if all_reliable else ReliabilityPolicy.BEST_EFFORT
+        if wanted == self.image_subscription.qos_profile.reliability:
+            return
+        # QoS is fixed per subscription: replace it. History and depth keep their (possibly
+        # overridden) values; the reliability is ours to choose here.
+        self.destroy_subscription(self.image_subscription)
+        self.image_subscription = self._subscribe_input(
+            wanted, QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+        reliability = self._input_reliability_name()
+        self.statistics.record_input_reliability(reliability, switched=True)
+        offered = ("all offer reliable" if all_reliable else
+                   "none yet" if not publishers else "not all offer reliable")
+        self.get_logger().info(
+            f"input {self.input_topic} now {reliability}: {len(publishers)} publisher(s), "
+            f"{offered}")
+
+    def _on_frames_lost(self, info) -> None:
+        self.statistics.record_lost(info.total_count_change, time.monotonic())
+        self.get_logger().warning(
+            f"{info.total_count} frame(s) lost in transport on {self.input_topic} "
+            f"(input {self._input_reliability_name()}): {LOST_FRAMES_FIX}",
+            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
+
+    def _on_input_incompatible_qos(self, info) -> None:
+        self.statistics.record_incompatible(info.total_count_change, input_side=True)
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        self.get_logger().warning(
+            f"a publisher on {self.input_topic} offers QoS this subscription cannot match "
+            f"({policy}; subscription is {self._input_reliability_name()}, volatile): no "
+            "frames from it; a best-effort camera needs input_reliability auto or best_effort",
+            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
+
+    def _on_output_incompatible_qos(self, info) -> None:
+        self.statistics.record_incompatible(info.total_count_change, input_side=False)
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        self.get_logger().warning(
+            f"a subscriber requests QoS the outputs do not offer ({policy}; outputs are "
+            "reliable, volatile, keep-last 2): it gets nothing; subscribe volatile, or "
+            "override the publisher's QoS with qos_overrides.<topic>.publisher.*",
+            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
 
     def _on_image(self, message: Image | CompressedImage) -> None:
         now = time.monotonic()
@@ -428,8 +607,59 @@ class SegmentationNode(Node):
         super().destroy_node()
 
 
+def missing_params_files(arguments: list[str]) -> list[str]:
+    """The --params-file arguments (inside --ros-args) that name no readable file."""
+    missing, in_ros_args = [], False
+    for index, argument in enumerate(arguments):
+        if argument == "--ros-args":
+            in_ros_args = True
+        elif argument == "--":
+            in_ros_args = False
+        elif in_ros_args and argument == "--params-file" and index + 1 < len(arguments):
+            path = arguments[index + 1]
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                missing.append(path)
+    return missing
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and end the process
+    STOP_GRACE_S later if it is still running (the main thread stuck in native code).
+
+    rclpy.init, called after this, chains its own handlers (which shut the context down) to
+    these, so a signal during start-up (weights, backend build) stops the node like Ctrl-C
+    during spin; without it SIGTERM left start-up running into a dead context.
+    """
+    wakeup_read, wakeup_write = os.pipe()
+    os.set_blocking(wakeup_write, False)
+    signal.set_wakeup_fd(wakeup_write)  # written from the C handler, whatever Python is doing
+    stopping = threading.Event()
+
+    def raise_keyboard_interrupt(signum, frame):
+        if not stopping.is_set():  # a second signal must not interrupt the clean-up
+            stopping.set()
+            raise KeyboardInterrupt
+
+    def exit_if_stuck():
+        os.read(wakeup_read, 1)
+        time.sleep(STOP_GRACE_S)
+        os.write(2, f"[{NODE_NAME}] still busy {STOP_GRACE_S:g} s after the stop signal: "
+                    "exiting without clean-up\n".encode())
+        os._exit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, raise_keyboard_interrupt)
+    threading.Thread(target=exit_if_stuck, name="fbsnet-stop-watchdog", daemon=True).start()
+
+
 def main(args=None) -> int:
     """Console-script entry point; returns the process exit status."""
+    missing = missing_params_files(sys.argv if args is None else args)
+    if missing:
+        print(f"[FATAL] [{NODE_NAME}]: parameter file {missing[0]}: no such readable file",
+              file=sys.stderr)
+        return EXIT_USAGE
+    _stop_on_signals()
     rclpy.init(args=args)
     node = None
     try:
@@ -437,7 +667,7 @@ def main(args=None) -> int:
         rclpy.spin(node)
     except StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
-        return 1
+        return EXIT_USAGE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

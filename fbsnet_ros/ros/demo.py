@@ -24,11 +24,21 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from fbsnet_ros.data.frame_sources import frame_source
+from fbsnet_ros.data.io import DatasetError
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_image_fields
 
 # Loading torch and the weights in the node process takes a while on a small CPU.
 NODE_START_TIMEOUT_S = 120.0
 FRAME_TIMEOUT_S = 60.0
+# A frame without its complete answer by then is published again (same stamp): the node's
+# publishers and this process's subscriptions match asynchronously on both sides, and the
+# node computes the overlay only once it sees a subscriber, so the first frames can go
+# unanswered even after this side has matched.
+RESEND_AFTER_S = 5.0
+# av_log's AV_LOG_QUIET, read by OpenCV's FFmpeg backend from OPENCV_FFMPEG_LOGLEVEL.
+FFMPEG_LOG_QUIET = -8
+# What the demo shows of the node's outputs.
+ANSWER_TOPICS = ("labels", "overlay")
 
 
 def default_params_file() -> Path:
@@ -60,11 +70,13 @@ class DemoCamera(Node):
         super().__init__("fbsnet_demo_camera")
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.publisher = self.create_publisher(Image, "/camera/image_raw", reliable)
-        self.answers: dict[str, dict[int, Image]] = {"labels": {}, "overlay": {}}
+        self.answers: dict[str, dict[int, Image]] = {name: {} for name in ANSWER_TOPICS}
         self.arrived = threading.Condition()
-        for name in self.answers:
-            self.create_subscription(Image, f"/fbsnet/{name}",
-                                     lambda msg, name=name: self._on_answer(name, msg), reliable)
+        self.answer_subscriptions = {
+            name: self.create_subscription(
+                Image, f"/fbsnet/{name}", lambda msg, name=name: self._on_answer(name, msg),
+                reliable)
+            for name in ANSWER_TOPICS}
 
     def _on_answer(self, topic: str, msg: Image) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -72,26 +84,50 @@ class DemoCamera(Node):
             self.answers[topic][stamp] = msg
             self.arrived.notify_all()
 
-    def matched(self) -> bool:
-        return (self.publisher.get_subscription_count() > 0
-                and all(self.count_publishers(f"/fbsnet/{name}") > 0 for name in self.answers))
+    def unmatched(self) -> list[str]:
+        """What has not matched yet, on this side: the node's input, then each output."""
+        waiting = []
+        if self.publisher.get_subscription_count() == 0:
+            waiting.append("the node's subscription to /camera/image_raw")
+        for name, subscription in self.answer_subscriptions.items():
+            if _matched_publishers(self, subscription) == 0:
+                waiting.append(f"the node's publisher of /fbsnet/{name}")
+        return waiting
 
-    def publish_frame(self, rgb: np.ndarray) -> int:
+    def new_frame(self, rgb: np.ndarray) -> tuple[Image, int]:
         msg = Image(**rgb_to_image_fields(rgb, "rgb8"))
         msg.header.frame_id = "camera"
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.publisher.publish(msg)
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        return msg, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
-    def wait_for(self, stamp: int, timeout: float) -> tuple[Image, Image] | None:
+    def missing_answers(self, stamp: int, timeout: float) -> list[str]:
+        """Wait up to timeout for every answer to stamp; the topics still missing."""
         deadline = time.monotonic() + timeout
         with self.arrived:
-            while not all(stamp in answers for answers in self.answers.values()):
+            while missing := [name for name, answers in self.answers.items()
+                              if stamp not in answers]:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return None
+                    return missing
                 self.arrived.wait(remaining)
-            return self.answers["labels"].pop(stamp), self.answers["overlay"].pop(stamp)
+            return []
+
+    def take_answers(self, stamp: int) -> dict[str, Image]:
+        """The answers to stamp; answers to earlier frames (resends) are forgotten."""
+        with self.arrived:
+            taken = {name: answers[stamp] for name, answers in self.answers.items()}
+            for answers in self.answers.values():
+                for old_stamp in [key for key in answers if key <= stamp]:
+                    del answers[old_stamp]
+            return taken
+
+
+def _matched_publishers(node: Node, subscription) -> int:
+    # Subscription.get_publisher_count (the matched publishers) is Iron and later; Humble
+    # only knows the graph's count.
+    if hasattr(subscription, "get_publisher_count"):
+        return subscription.get_publisher_count()
+    return node.count_publishers(subscription.topic_name)
 
 
 def describe_weights(weights: str | None) -> str:
@@ -122,6 +158,13 @@ def run_demo(*, weights: str | None, images: str | None, video: str | None, fram
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    # FFmpeg's own complaints about a file that is no video would precede the one-line error.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_LOG_QUIET))
+    # The first frame is read before the node starts, so an unreadable source fails at once.
+    source = frame_source(images, video, size)
+    first_frame = next(source, None)
+    if first_frame is None:
+        raise DatasetError(f"{video or images}: no frame could be read from it")
     output_dir = Path(output)
     output_dir.mkdir(parents=True, exist_ok=True)
     print(f"demo: {describe_weights(weights)}", flush=True)
@@ -138,7 +181,8 @@ def run_demo(*, weights: str | None, images: str | None, video: str | None, fram
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        return _play(camera, node_process, frame_source(images, video, size), frames, output_dir)
+        return _play(camera, node_process, itertools.chain([first_frame], source), frames,
+                     output_dir)
     finally:
         stop_node_process(node_process)
         executor.shutdown()
@@ -152,34 +196,48 @@ def run_demo(*, weights: str | None, images: str | None, video: str | None, fram
 def _play(camera: DemoCamera, node_process: subprocess.Popen, source, frames: int,
           output_dir: Path) -> int:
     deadline = time.monotonic() + NODE_START_TIMEOUT_S
-    while not camera.matched():
+    while waiting := camera.unmatched():
         if node_process.poll() is not None:
             print(f"demo: the node exited with status {node_process.returncode}", file=sys.stderr)
             return 1
         if time.monotonic() > deadline:
-            print("demo: the node did not come up on DDS in time", file=sys.stderr)
+            print(f"demo: gave up after {NODE_START_TIMEOUT_S:.0f} s waiting for "
+                  f"{', '.join(waiting)} to match this demo", file=sys.stderr)
             return 1
         time.sleep(0.2)
     latencies = []
     started = time.monotonic()
     for index, rgb in enumerate(itertools.islice(source, frames)):
         sent = time.monotonic()
-        stamp = camera.publish_frame(rgb)
-        answer = camera.wait_for(stamp, FRAME_TIMEOUT_S)
-        if answer is None:
-            print(f"demo: no answer for frame {index} within {FRAME_TIMEOUT_S:.0f} s",
-                  file=sys.stderr)
-            return 1
+        message, stamp = camera.new_frame(rgb)
+        sends = 0
+        while True:
+            camera.publisher.publish(message)
+            sends += 1
+            missing = camera.missing_answers(stamp, RESEND_AFTER_S)
+            if not missing:
+                break
+            if node_process.poll() is not None:
+                print(f"demo: the node exited with status {node_process.returncode}",
+                      file=sys.stderr)
+                return 1
+            if time.monotonic() - sent > FRAME_TIMEOUT_S:
+                topics = ", ".join(f"/fbsnet/{name}" for name in missing)
+                print(f"demo: gave up on frame {index} after {FRAME_TIMEOUT_S:.0f} s "
+                      f"({sends} sends): waiting for {topics}", file=sys.stderr)
+                return 1
         latencies.append(time.monotonic() - sent)
-        labels_msg, overlay_msg = answer
+        answers = camera.take_answers(stamp)
+        labels_msg, overlay_msg = answers["labels"], answers["overlay"]
         labels = np.frombuffer(bytes(labels_msg.data), np.uint8).reshape(
             labels_msg.height, labels_msg.step)[:, : labels_msg.width]
         cv2.imwrite(str(output_dir / f"frame_{index:04d}_labels.png"), labels)
         overlay_rgb = image_msg_to_rgb(overlay_msg)
         cv2.imwrite(str(output_dir / f"frame_{index:04d}_overlay.png"), overlay_rgb[:, :, ::-1])
         fps = (index + 1) / (time.monotonic() - started)
-        print(f"frame {index + 1}/{frames}: {rgb.shape[1]}x{rgb.shape[0]}, "
-              f"latency {1000 * latencies[-1]:.0f} ms, {fps:.1f} FPS, "
+        resent = f", sent {sends} times" if sends > 1 else ""
+        print(f"frame {index + 1}/{frames}: {rgb.shape[0]}x{rgb.shape[1]}, "
+              f"latency {1000 * latencies[-1]:.0f} ms{resent}, {fps:.1f} FPS, "
               f"classes {sorted(np.unique(labels).tolist())}", flush=True)
     median = 1000 * float(np.median(latencies))
     print(f"demo: {len(latencies)} frames, median latency {median:.0f} ms, "

@@ -5,7 +5,7 @@ PYTHON ?= python3
 DISTRO ?= kilted
 DISTROS := kilted jazzy
 ifeq ($(filter $(DISTRO),$(DISTROS)),)
-$(error DISTRO=$(DISTRO) is not one of: $(DISTROS))
+$(error DISTRO=$(DISTRO): the distros with wheels here are $(DISTROS) (Humble: README, "On a ROS 2 install"))
 endif
 # setup.py's pip extras: every optional backend and the training tools, so all tests run.
 EXTRAS := onnxruntime,openvino,training

@@ -18,9 +18,15 @@ from fbsnet_ros.errors import InvalidValue, UserError
 
 EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
-# The checkout's CamVid copy (README: ../shared/datasets/camvid beside the project), found
-# from the package rather than from the current folder.
-DEFAULT_CAMVID_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
+# Where CamVid lives beside a checkout (README), relative to the project folder.
+CAMVID_BESIDE_PROJECT = Path("..") / "shared" / "datasets" / "camvid"
+
+
+def default_camvid_root() -> Path:
+    """CamVid beside the checkout this package runs from, whatever the current folder; an
+    installed (not editable) package has no checkout, and looks beside the current folder."""
+    beside_checkout = (Path(__file__).resolve().parents[1] / CAMVID_BESIDE_PROJECT).resolve()
+    return beside_checkout if beside_checkout.is_dir() else CAMVID_BESIDE_PROJECT
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -43,7 +49,7 @@ def _invalid_values(option: str = ""):
     try:
         yield
     except ValueError as error:
-        raise InvalidValue(f"{option} {error}" if option else str(error)) from None
+        raise InvalidValue(f"{option}: {error}" if option else str(error)) from None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -179,7 +185,7 @@ def cmd_evaluate(args, extra) -> int:
         # Relative entries: against --data-root when given, else the list file's folder.
         pairs = read_list_file(args.list, args.data_root)
     else:
-        dataset = camvid(args.data_root or DEFAULT_CAMVID_ROOT, args.split)
+        dataset = camvid(args.data_root or default_camvid_root(), args.split)
     segmenter = _segmenter(args)
     if args.list:
         dataset = SegmentationDataset(pairs, segmenter.class_names, segmenter.metadata.palette)
@@ -312,7 +318,7 @@ def cmd_benchmark(args, extra) -> int:
         results.append(benchmark_size(
             model, metadata, backends, frame_size, args.input_size, device=args.device,
             iterations=args.iterations, warmup=args.warmup, upsample=args.upsample,
-            data_root=args.data_root or DEFAULT_CAMVID_ROOT, progress=log.info))
+            data_root=args.data_root or default_camvid_root(), progress=log.info))
         # Each size's table as soon as it is measured: a long sweep interrupted keeps them.
         print(f"\n{format_size(results[-1])}", flush=True)
     print(f"\n{REPORT_FOOTNOTE}")
@@ -432,8 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on a labelled split")
     _add_engine_options(evaluate)
     evaluate.add_argument("--data-root", default=None,
-                          help=f"CamVid folder for --split (default {DEFAULT_CAMVID_ROOT}); "
-                               "with --list, what its relative paths start from (default: "
+                          help=f"CamVid folder for --split (default: "
+                               f"{CAMVID_BESIDE_PROJECT} beside the project, from any "
+                               "folder); with --list, what its relative paths start from "
+                               "(default: "
                                "the list file's folder)")
     evaluate.add_argument("--split", default="val", help="CamVid split list <root>/<split>.txt")
     evaluate.add_argument("--list", default=None,
@@ -495,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--warmup", type=_count(0), default=3,
                            help="untimed calls per backend")
     benchmark.add_argument("--data-root", default=None,
-                           help=f"CamVid frames to time on (default {DEFAULT_CAMVID_ROOT}; "
-                                "random frames when absent)")
+                           help=f"CamVid frames to time on (default: "
+                                f"{CAMVID_BESIDE_PROJECT} beside the project; random frames "
+                                "when absent)")
     benchmark.add_argument("--json", default=None, help="also write the results here")
     benchmark.set_defaults(handler=cmd_benchmark)
 

@@ -42,6 +42,11 @@ from fbsnet_ros.ros.demo import stop_node_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
+LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
+DIAGNOSTICS_NAME = "fbsnet: segmentation"
+# The node's own counters on /diagnostics, by the names the report gives them.
+NODE_COUNTERS = {"received": "frames received", "processed": "frames processed",
+                 "replaced": "frames dropped", "lost_reported": "frames lost in transport"}
 INPUT_TOPIC = "/camera/image_raw"
 LABELS_TOPIC = "/fbsnet/labels"
 FRAME_COUNT = 8
@@ -67,8 +72,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared/datasets/camvid"))
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID (default: one derived from this process id)")
+    add_transport_arguments(parser, large_frames_default=False)
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
+
+
+def add_transport_arguments(parser: argparse.ArgumentParser, large_frames_default: bool) -> None:
+    """How the probe publishes: the camera's reliability, and the Fast DDS profile."""
+    parser.add_argument("--publisher-reliability", default="reliable",
+                        choices=["reliable", "best_effort"],
+                        help="the probe camera's QoS (the node follows it)")
+    parser.add_argument("--large-frames", action=argparse.BooleanOptionalAction,
+                        default=large_frames_default,
+                        help="load config/fastdds_large_frames.xml in this process and the "
+                             "node's (frames over 512 KB, best effort)")
+
+
+def use_large_frames_profile(enabled: bool) -> None:
+    """Before any participant exists: Fast DDS reads the variable once per process."""
+    if enabled:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_FRAMES_PROFILE)
+    else:
+        os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
 
 
 def isolate_dds(domain_id: int | None) -> int:
@@ -119,20 +144,27 @@ def engine_summary(blocks: list[dict]) -> dict:
 class Probe:
     """Camera publisher and labels listener in this process, spun in a background thread."""
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    def __init__(self, frames: list[np.ndarray], reliability: str = "reliable") -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node("node_overhead_probe", context=self.context)
-        # The node's camera subscription uses the sensor-data profile: publish the same way.
-        self.publisher = self.node.create_publisher(Image, INPUT_TOPIC, qos_profile_sensor_data)
+        # A camera driver's QoS (usb_cam, v4l2_camera: reliable, keep-last); the node follows.
+        camera_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=5,
+            reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                         else ReliabilityPolicy.BEST_EFFORT))
+        self.publisher = self.node.create_publisher(Image, INPUT_TOPIC, camera_qos)
         self.node.create_subscription(Image, LABELS_TOPIC, self._on_labels,
                                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.counters: dict[str, int] = {}  # the node's latest, see NODE_COUNTERS
         # Built once: publishing then costs one stamp and the DDS copy.
         self.messages = []
         for frame in frames:
@@ -163,6 +195,19 @@ class Probe:
         stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
         with self.lock:
             self.arrivals.append((now, stamp))
+
+    def _on_diagnostics(self, message) -> None:
+        for status in message.status:
+            if status.name == DIAGNOSTICS_NAME:
+                values = {value.key: value.value for value in status.values}
+                with self.lock:
+                    self.counters = {name: int(values[key])
+                                     for name, key in NODE_COUNTERS.items()}
+
+    def node_counters(self) -> dict[str, int]:
+        """The node's counters as of its last /diagnostics (published once a second)."""
+        with self.lock:
+            return dict(self.counters)
 
     def publish_one(self) -> None:
         now = time.time()
@@ -226,18 +271,34 @@ def wait_for_node(probe: Probe, node: subprocess.Popen, log_path: Path) -> None:
         time.sleep(1.0)
 
 
+def frame_accounting(published: int, before: dict[str, int], after: dict[str, int]) -> dict:
+    """Where the frames went, from the node's own counters: received by the node (processed
+    or replaced in its one-slot mailbox while it was busy), or lost in transport (published,
+    never received; `lost_reported` is what DDS itself reported lost)."""
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in NODE_COUNTERS}
+    return {"published": published, **delta, "lost_in_transport": published - delta["received"]}
+
+
+def settled_counters(probe: Probe) -> dict[str, int]:
+    """The node's counters once a /diagnostics newer than the last frame has arrived."""
+    time.sleep(DRAIN_S)
+    return probe.node_counters()
+
+
 def flood_block(probe: Probe, rate_hz: float, seconds: float) -> dict:
     probe.reset()
+    before = probe.node_counters()
     probe.publish_at(rate_hz)
     start = time.time()
     time.sleep(seconds)
     probe.publish_at(None)
     end = time.time()
-    time.sleep(DRAIN_S)
+    after = settled_counters(probe)
     published, arrivals = probe.snapshot()
     counted = [t for t, _ in arrivals if start + SETTLE_S <= t <= end]
     return {"published": len(published), "labels": len(arrivals), "counted": len(counted),
-            "elapsed_s": end - start, "counted_s": end - start - SETTLE_S}
+            "elapsed_s": end - start, "counted_s": end - start - SETTLE_S,
+            "frames": frame_accounting(len(published), before, after)}
 
 
 def flood_summary(blocks: list[dict]) -> dict:
@@ -245,7 +306,21 @@ def flood_summary(blocks: list[dict]) -> dict:
     return {"published_hz": published / sum(block["elapsed_s"] for block in blocks),
             "labels_per_s": (sum(block["counted"] for block in blocks)
                              / sum(block["counted_s"] for block in blocks)),
-            "labels": sum(block["labels"] for block in blocks), "frames": published}
+            "labels": sum(block["labels"] for block in blocks), "frames": published,
+            "accounting": {key: sum(block["frames"][key] for block in blocks)
+                           for key in blocks[0]["frames"]}}
+
+
+def describe_camera(args) -> str:
+    profile = " with the large-frames profile" if args.large_frames else ""
+    return f"{args.publisher_reliability} camera{profile}"
+
+
+def format_accounting(accounting: dict) -> str:
+    return (f"{accounting['published']} published, {accounting['received']} received by the "
+            f"node ({accounting['processed']} processed, {accounting['replaced']} replaced in "
+            f"its mailbox), {accounting['lost_in_transport']} lost in transport "
+            f"({accounting['lost_reported']} reported lost by DDS)")
 
 
 def paced_block(probe: Probe, rate_hz: float, seconds: float) -> dict:
@@ -292,8 +367,9 @@ def main(argv=None) -> int:
     segmenter = load_engine(args, frames)
 
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"node_overhead_{os.getpid()}.log"
+    use_large_frames_profile(args.large_frames)
     node = start_node(args, log_path)
-    probe = Probe(frames)
+    probe = Probe(frames, args.publisher_reliability)
     # As in the node: a full collection over the engine's start-up objects would stall the
     # probe (and the engine blocks) for tens of milliseconds.
     gc.freeze()
@@ -338,12 +414,14 @@ def format_result(result: dict, args) -> str:
     engine, flooded, paced = result["engine"], result["node_flooded"], result["node_paced"]
     lines = [
         (f"backend {result['backend']}, {args.size} frames, {len(result['rounds'])} rounds of "
-         f"{args.seconds:g} s blocks, DDS domain {result['ros_domain_id']}"),
+         f"{args.seconds:g} s blocks, DDS domain {result['ros_domain_id']}, "
+         f"{describe_camera(args)}"),
         (f"engine alone (Segmenter.predict loop): {engine['fps']:.2f} FPS, median "
          f"{engine['median_ms']:.1f} ms, p99 {engine['p99_ms']:.1f} ms"),
         (f"node flooded at {flooded['published_hz']:.1f} Hz: "
          f"{flooded['labels_per_s']:.2f} labels/s -> node/engine throughput "
          f"{result['throughput_ratio']:.3f} (target >= 0.9)"),
+        f"  flooded frames: {format_accounting(flooded['accounting'])}",
         (f"node fed at {paced['rate_hz']:.2f} Hz (half the engine rate): {paced['answered']}/"
          f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "
          f"{paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms -> p99 / engine median "

@@ -9,6 +9,11 @@ the node is alive at the end; it answered frames throughout; latency in the last
 no worse than twice that of the first minute after warm-up; resident memory grew by less
 than --max-growth-mb (default 50 MB) between the end of warm-up and the end.
 
+Where the frames went comes from the node's own counters on /diagnostics: published here,
+received by the node (processed, or replaced in its one-slot mailbox while it was busy), and
+lost in transport (published but never received). The camera is reliable and both processes
+load config/fastdds_large_frames.xml by default, so 1080p frames reach the node.
+
     .venv/bin/python bench/soak.py --seconds 600 --json soak.json      # or: make soak
 """
 
@@ -26,9 +31,15 @@ from pathlib import Path
 import numpy as np
 from node_overhead import (
     Probe,
+    add_transport_arguments,
+    describe_camera,
+    format_accounting,
+    frame_accounting,
     isolate_dds,
     percentile,
+    settled_counters,
     start_node,
+    use_large_frames_profile,
     wait_for_node,
 )
 
@@ -49,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before memory counts")
     parser.add_argument("--max-growth-mb", type=float, default=50.0)
     parser.add_argument("--domain-id", type=int, default=None)
+    # 1080p frames at 30 Hz: shared memory in both processes, so the frames arrive and the
+    # soak measures the node, not UDP fragmentation on loopback.
+    add_transport_arguments(parser, large_frames_default=True)
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -73,6 +87,7 @@ def latencies_between(published: dict, arrivals: list, start: float, end: float)
 
 def soak(args, probe: Probe, node: subprocess.Popen) -> dict:
     samples = []
+    before = settled_counters(probe)
     probe.reset()
     probe.publish_at(args.rate)
     start = time.time()
@@ -91,7 +106,7 @@ def soak(args, probe: Probe, node: subprocess.Popen) -> dict:
                  sample["recent_p50_ms"])
     probe.publish_at(None)
     end = time.time()
-    time.sleep(3.0)
+    after = settled_counters(probe)
     published, arrivals = probe.snapshot()
     warm = [s for s in samples if s["t_s"] >= args.warmup] or samples[-1:]
     first_minute = latencies_between(published, arrivals, start + args.warmup,
@@ -99,6 +114,7 @@ def soak(args, probe: Probe, node: subprocess.Popen) -> dict:
     last_minute = latencies_between(published, arrivals, end - 60, end)
     return {
         "samples": samples, "frames": len(published), "labels": len(arrivals),
+        "accounting": frame_accounting(len(published), before, after),
         "labels_per_s": len(arrivals) / (end - start),
         "node_alive": node.poll() is None,
         "rss_after_warmup_mb": warm[0]["rss_mb"], "rss_end_mb": samples[-1]["rss_mb"],
@@ -130,19 +146,20 @@ def main(argv=None) -> int:
     domain = isolate_dds(args.domain_id)
     height, width = (int(v) for v in args.size.lower().split("x"))
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"soak_{os.getpid()}.log"
+    use_large_frames_profile(args.large_frames)
     node = start_node(args, log_path)
-    probe = Probe(camera_frames(height, width))
+    probe = Probe(camera_frames(height, width), args.publisher_reliability)
     try:
         wait_for_node(probe, node, log_path)
-        log.info("soaking: %s frames at %.0f Hz for %.0f s (DDS domain %d)", args.size,
-                 args.rate, args.seconds, domain)
+        log.info("soaking: %s frames at %.0f Hz for %.0f s (DDS domain %d, %s)", args.size,
+                 args.rate, args.seconds, domain, describe_camera(args))
         result = soak(args, probe, node)
     finally:
         probe.close()
         stop_node_process(node)
     failures = verdict(result, args)
     result.update(size=args.size, rate_hz=args.rate, seconds=args.seconds,
-                  backend=args.backend, failures=failures)
+                  backend=args.backend, camera=describe_camera(args), failures=failures)
     print(f"soak {args.size} at {args.rate:g} Hz for {args.seconds:g} s: "
           f"{result['labels']} labels for {result['frames']} frames "
           f"({result['labels_per_s']:.2f}/s); latency p50/p99 first minute "
@@ -151,6 +168,7 @@ def main(argv=None) -> int:
           f"{result['latency_last_minute_p99_ms']:.0f} ms; resident memory "
           f"{result['rss_after_warmup_mb']:.1f} MB after warm-up, {result['rss_end_mb']:.1f} MB "
           f"at the end (growth {result['rss_growth_mb']:+.1f} MB, max {result['rss_max_mb']:.1f})")
+    print(f"frames: {format_accounting(result['accounting'])}")
     print("PASS" if not failures else "FAIL: " + "; ".join(failures))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -32,6 +32,14 @@ def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, 
     assert engine["frames"] > 0 and engine["median_ms"] > 0
     # The flood offers more frames than the node answers, and it answers many of them.
     assert flooded["frames"] > flooded["labels"] > 0
+    # The node's own counters account for every frame: received (processed or replaced in
+    # the mailbox) or lost on the way; the probe saw a label for each processed frame.
+    accounting = flooded["accounting"]
+    assert accounting["published"] == flooded["frames"]
+    assert accounting["received"] == accounting["processed"] + accounting["replaced"]
+    assert accounting["lost_in_transport"] == accounting["published"] - accounting["received"]
+    assert accounting["processed"] == flooded["labels"] > 0
+    assert "flooded frames:" in completed.stdout
     assert report["throughput_ratio"] == flooded["labels_per_s"] / engine["fps"]
     # Paced frames are answered and matched to their stamps (how many of them depends on the
     # load a shared test run puts on the machine; the README's figures come from a quiet one).

@@ -18,7 +18,11 @@ CHOICES = {
     "optimizer": ("adam", "sgd"),
     "loss": ("ce", "ohem"),
     "class_weights": ("enet", "none"),
+    "amp_dtype": ("float16", "bfloat16"),
 }
+
+# Colour augmentations that only the on-device batch pipeline (data_on_device) draws.
+DEVICE_ONLY_AUGMENTATIONS = ("brightness", "contrast", "saturation", "blur_probability")
 
 
 @dataclass
@@ -50,7 +54,16 @@ class TrainConfig:
     workers: int = 2
     seed: int = 1
     out_dir: str = "runs/camvid"
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # mixed precision: float16 on CUDA only, bfloat16 on CUDA or the CPU
+    amp_dtype: str = "float16"  # float16 (with a gradient scaler) | bfloat16 (no scaler needed)
+    channels_last: bool = False  # NHWC activations: faster convolutions on CUDA and on AMX CPUs
+    compile: bool = False  # torch.compile the training forward (minutes of compiling first)
+    data_on_device: bool = False  # decode the train set once onto the device, augment in batches
+    time_budget_minutes: float = 0.0  # > 0: fit this run's epochs (<= epochs) into the budget
+    brightness: float = 0.0  # data_on_device: brightness factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.0  # data_on_device: contrast factor, likewise
+    saturation: float = 0.0  # data_on_device: saturation factor, likewise
+    blur_probability: float = 0.0  # data_on_device: chance of a 3x3 Gaussian blur per sample
     sync_bn: bool = False  # CUDA DDP only
     init_weights: str = ""  # start from this checkpoint's weights (fine-tuning phases)
     cache: bool = True  # keep decoded frames in RAM
@@ -92,6 +105,18 @@ class TrainConfig:
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"training config '{name}' must be a finite number "
                                  f"{'> 0' if name == 'lr' else '>= 0'}, got {value}")
+        for name in ("time_budget_minutes", *DEVICE_ONLY_AUGMENTATIONS):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"training config '{name}' must be a finite number >= 0, "
+                                 f"got {value}")
+        if not self.data_on_device:
+            for name in DEVICE_ONLY_AUGMENTATIONS:
+                if getattr(self, name):
+                    raise ValueError(f"training config '{name}' needs data_on_device: true "
+                                     f"(the CPU data loader does not draw it)")
+        if self.blur_probability > 1:
+            raise ValueError("training config 'blur_probability' must be in [0, 1]")
         for name in ("ohem_threshold", "warmup_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"training config '{name}' must be in (0, 1]")

@@ -28,6 +28,8 @@ from fbsnet_ros.inference.checkpoint import (
 )
 from fbsnet_ros.model import NAMED_CONFIGS, FBSNet
 from fbsnet_ros.training.config import TrainConfig
+from fbsnet_ros.training.curves import CURVE_FILE, plot_training_curve
+from fbsnet_ros.training.device_data import BatchAugment, DeviceFrames, Photometric, device_batches
 from fbsnet_ros.training.losses import build_loss, enet_class_weights
 from fbsnet_ros.training.schedule import poly_with_warmup
 
@@ -81,26 +83,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
-                    max_steps: int = 0, show_progress: bool = True) -> float:
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a run uses, or None for fp32 (float16 autocast is CUDA only)."""
+    if not config.amp:
+        return None
+    if config.amp_dtype == "bfloat16":
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
+
+
+def train_one_epoch(model, batches, criterion, optimizer, scheduler, scaler, device,
+                    max_steps: int = 0, show_progress: bool = True,
+                    amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                    total: int | None = None) -> float:
+    """One pass over `batches` (a DataLoader or on-device batches); returns the mean loss."""
     model.train()
-    total, steps = 0.0, 0
-    use_amp = scaler is not None and scaler.is_enabled()
-    for images, labels in tqdm(loader, leave=False, disable=not show_progress, desc="train"):
-        images = images.to(device, non_blocking=True)
+    # Summed on the device: a .item() per step would wait for the GPU every step.
+    loss_sum, steps = torch.zeros((), device=device), 0
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, labels in tqdm(batches, total=total, leave=False, disable=not show_progress,
+                               desc="train"):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=use_amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = criterion(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        total += loss.item()
+        loss_sum += loss.detach()
         steps += 1
         if max_steps and steps >= max_steps:
             break
-    return total / max(steps, 1)
+    return float(loss_sum) / max(steps, 1)
 
 
 @torch.inference_mode()
@@ -158,17 +174,44 @@ class Trainer:
         self.val_set = build_dataset(config, config.val_split, cache=config.cache,
                                      transform=EvalTransform(config.input_size, IMAGENET_MEAN,
                                                              IMAGENET_STD))
+        self.device_frames = self.batch_augment = None
+        if config.data_on_device:
+            self._init_device_data(train_base)
         self.model = self._build_model().to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # The compiled module shares the parameters; checkpoints and validation use the model.
+        self.train_model = torch.compile(self.model) if config.compile else self.model
         self.criterion = self._build_loss(train_base).to(self.device)
         self.optimizer = self._build_optimizer()
-        steps_per_epoch = self._steps_per_epoch()
-        self.scheduler = poly_with_warmup(
+        self.scheduler = self._build_scheduler()
+        self.amp_dtype = autocast_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.start_epoch, self.best_miou, self.history = 0, -1.0, []
+        # Whether the epochs were already fitted to time_budget_minutes (once per run).
+        self.budget_fitted = False
+
+    def _init_device_data(self, train_base: SegmentationDataset) -> None:
+        if self.distributed:
+            raise ValueError("training config 'data_on_device' runs in one process; "
+                             "drop it under torchrun")
+        config = self.config
+        self.device_frames = DeviceFrames(train_base, self.device, config.base_size)
+        photometric = Photometric(config.brightness, config.contrast, config.saturation,
+                                  channel_gain=config.jitter,
+                                  blur_probability=config.blur_probability)
+        self.batch_augment = BatchAugment(config.crop_size, IMAGENET_MEAN, IMAGENET_STD,
+                                          scale_range=config.scale_range,
+                                          photometric=photometric)
+
+    def _build_scheduler(self, current_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+        """Poly decay over `config.epochs`; `current_step` > 0 rebuilds it mid-run."""
+        config, steps_per_epoch = self.config, self._steps_per_epoch()
+        return poly_with_warmup(
             self.optimizer, total_steps=config.epochs * steps_per_epoch,
             warmup_steps=round(config.warmup_epochs * steps_per_epoch), power=config.poly_power,
-            warmup_ratio=config.warmup_ratio)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=config.amp and self.device.type == "cuda")
-        self.start_epoch, self.best_miou, self.history = 0, -1.0, []
+            warmup_ratio=config.warmup_ratio, last_step=current_step)
 
     def _init_distributed(self) -> None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -215,6 +258,13 @@ class Trainer:
             steps = min(steps, self.config.max_steps_per_epoch)
         return max(steps, 1)
 
+    def _batches(self, epoch: int):
+        """This epoch's training batches: on-device ones, or a DataLoader over the workers."""
+        if self.device_frames is not None:
+            return device_batches(self.device_frames, self.batch_augment, self.config.batch_size,
+                                  self.config.seed, epoch, self.config.max_steps_per_epoch)
+        return self._loader(epoch)
+
     def _loader(self, epoch: int) -> DataLoader:
         self.train_set.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
@@ -248,6 +298,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": self.start_epoch,
             "best_miou": self.best_miou, "history": self.history, "rng": _rng_state(),
+            "planned_epochs": self.config.epochs, "budget_fitted": self.budget_fitted,
         }, self.out_dir / name)
 
     def resume(self) -> bool:
@@ -262,6 +313,13 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         else:
             log.warning("%s was written without AMP; the gradient scaler starts afresh", last)
+        planned = int(payload.get("planned_epochs", self.config.epochs))
+        self.budget_fitted = bool(payload.get("budget_fitted", False))
+        if self.budget_fitted and planned != self.config.epochs:
+            # The schedule was fitted to a time budget: keep that plan, not the recipe's.
+            self.config.epochs = planned
+            self.scheduler = self._build_scheduler()
+            self.scheduler.load_state_dict(payload["scheduler"])
         self.start_epoch = int(payload["epoch"])
         self.best_miou = float(payload["best_miou"])
         self.history = list(payload["history"])
@@ -273,25 +331,69 @@ class Trainer:
         """Train from `start_epoch` to `config.epochs`, or for at most `stop_after_epochs` now."""
         config = self.config
         if self.distributed:
-            self.model = distributed_model(self.model, self.device)
+            self.model = self.train_model = distributed_model(self.model, self.device)
         writer = self._summary_writer()
         started = time.time()
-        final_epoch = config.epochs
-        if stop_after_epochs is not None:
-            final_epoch = min(final_epoch, self.start_epoch + stop_after_epochs)
-        for epoch in range(self.start_epoch, final_epoch):
-            loss = train_one_epoch(self.model, self._loader(epoch), self.criterion,
+        epoch_ends: list[float] = []
+        epoch = self.start_epoch
+        first_epoch = self.start_epoch
+        while epoch < self._final_epoch(first_epoch, stop_after_epochs):
+            loss = train_one_epoch(self.train_model, self._batches(epoch), self.criterion,
                                    self.optimizer, self.scheduler, self.scaler, self.device,
-                                   config.max_steps_per_epoch, show_progress=self.rank == 0)
+                                   config.max_steps_per_epoch, show_progress=self.rank == 0,
+                                   amp_dtype=self.amp_dtype, channels_last=config.channels_last,
+                                   total=self._steps_per_epoch())
             self._end_epoch(epoch, self._mean_over_ranks(loss), writer)
+            epoch += 1
+            epoch_ends.append(time.time())
+            if config.time_budget_minutes > 0 and self._budget_spent(started, epoch_ends):
+                break
         if writer is not None:
             writer.close()
-        summary = {"epochs": self.start_epoch, "best_val_miou": self.best_miou,
+        summary = {"epochs": self.start_epoch, "planned_epochs": config.epochs,
+                   "best_val_miou": self.best_miou,
                    "minutes_this_run": (time.time() - started) / 60.0,
                    "checkpoint": str(self.out_dir / "best.pt")}
         if self.distributed:
             torch.distributed.destroy_process_group()
         return summary
+
+    def _final_epoch(self, first_epoch: int, stop_after_epochs: int | None) -> int:
+        if stop_after_epochs is None:
+            return self.config.epochs
+        return min(self.config.epochs, first_epoch + stop_after_epochs)
+
+    def _budget_spent(self, started: float, epoch_ends: list[float]) -> bool:
+        """Fit the epochs to the time budget once, then stop when the budget is spent.
+
+        The fit waits for three epochs of this run and one validation, so that the first
+        epoch's warm-up (cuDNN autotuning, compilation) is left out of the per-epoch time and
+        the validations' cost is in.
+        """
+        config = self.config
+        budget = config.time_budget_minutes * 60.0
+        elapsed = epoch_ends[-1] - started
+        if elapsed >= budget:
+            log.info("time budget of %.1f min spent after epoch %d", config.time_budget_minutes,
+                     self.start_epoch)
+            if "val_miou" not in self.history[-1]:
+                self._validate_and_save(self.history[-1])
+            return True
+        validated = any("val_miou" in record for record in self.history[-len(epoch_ends):])
+        if self.budget_fitted or len(epoch_ends) < 3 or not validated:
+            return False
+        per_epoch = (epoch_ends[-1] - epoch_ends[0]) / (len(epoch_ends) - 1)
+        # 3 % slack for the final validation and checkpoint writes.
+        fitting = int((budget - elapsed) * 0.97 / per_epoch)
+        planned = min(config.epochs, self.start_epoch + max(fitting, 0))
+        self.budget_fitted = True
+        if planned < config.epochs:
+            log.info("time budget %.1f min at %.2f s an epoch: %d epochs instead of %d, the "
+                     "poly schedule decays over them", config.time_budget_minutes, per_epoch,
+                     planned, config.epochs)
+            config.epochs = max(planned, self.start_epoch + 1)
+            self.scheduler = self._build_scheduler(current_step=self.scheduler.last_epoch)
+        return False
 
     def _mean_over_ranks(self, value: float) -> float:
         if not self.distributed:
@@ -305,24 +407,35 @@ class Trainer:
         config = self.config
         record = {"epoch": epoch + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
         last_epoch = epoch + 1 == config.epochs
-        if self.rank == 0 and ((epoch + 1) % config.eval_every == 0 or last_epoch):
-            metrics = evaluate(self._bare_model(), self.val_set, self.device).compute()
-            record["val_miou"] = metrics["miou"]
-            self._log_scalars(writer, record, metrics["per_class_iou"])
         self.start_epoch = epoch + 1
         self.history.append(record)
         if self.rank == 0:
-            improved = record.get("val_miou", -1.0) > self.best_miou
-            if improved:
-                self.best_miou = record["val_miou"]
-                # best before last: a kill between the two repeats this epoch and rewrites both.
-                self.save("best.pt")
-            self.save("last.pt")
+            if (epoch + 1) % config.eval_every == 0 or last_epoch:
+                self._validate_and_save(record, writer)
+            else:
+                self.save("last.pt")
             log.info("epoch %d/%d loss %.4f lr %.2e%s", epoch + 1, config.epochs, loss,
                      record["lr"], f" val mIoU {100 * record['val_miou']:.2f}%"
                      if "val_miou" in record else "")
         if self.distributed:
             torch.distributed.barrier()
+
+    def _validate_and_save(self, record: dict, writer=None) -> None:
+        """Score val into `record` (mIoU and per-class IoU), keep best.pt, write last.pt."""
+        metrics = evaluate(self._bare_model(), self.val_set, self.device,
+                           show_progress=False).compute()
+        record["val_miou"] = float(metrics["miou"])
+        # Plain floats: checkpoints load with weights_only=True, which refuses NumPy scalars.
+        record["val_iou"] = {name: (None if math.isnan(iou) else float(iou))
+                             for name, iou in zip(self.class_names, metrics["per_class_iou"])}
+        self._log_scalars(writer, record, metrics["per_class_iou"])
+        if record["val_miou"] > self.best_miou:
+            self.best_miou = record["val_miou"]
+            # best before last: a kill between the two repeats this epoch and rewrites both.
+            self.save("best.pt")
+        self.save("last.pt")
+        plot_training_curve(self.history, self.class_names, self.out_dir / CURVE_FILE,
+                            title=f"{self.config.dataset}, {self.config.out_dir}")
 
     def _summary_writer(self):
         if self.rank != 0:

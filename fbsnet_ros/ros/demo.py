@@ -37,6 +37,8 @@ FRAME_TIMEOUT_S = 60.0
 RESEND_AFTER_S = 5.0
 # av_log's AV_LOG_QUIET, read by OpenCV's FFmpeg backend from OPENCV_FFMPEG_LOGLEVEL.
 FFMPEG_LOG_QUIET = -8
+# How long the node (input_reliability auto) may take to re-subscribe reliable to this camera.
+INPUT_FOLLOW_TIMEOUT_S = 5.0
 # What the demo shows of the node's outputs.
 ANSWER_TOPICS = ("labels", "overlay")
 
@@ -93,6 +95,11 @@ class DemoCamera(Node):
             if _matched_publishers(self, subscription) == 0:
                 waiting.append(f"the node's publisher of /fbsnet/{name}")
         return waiting
+
+    def input_reliable(self) -> bool:
+        """The node's input has followed this reliable camera (input_reliability auto)."""
+        return any(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                   for info in self.get_subscriptions_info_by_topic("/camera/image_raw"))
 
     def new_frame(self, rgb: np.ndarray) -> tuple[Image, int]:
         msg = Image(**rgb_to_image_fields(rgb, "rgb8"))
@@ -205,6 +212,10 @@ def _play(camera: DemoCamera, node_process: subprocess.Popen, source, frames: in
                   f"{', '.join(waiting)} to match this demo", file=sys.stderr)
             return 1
         time.sleep(0.2)
+    # A parameter file may fix the input at best effort: then go on after a while regardless.
+    follow_deadline = time.monotonic() + INPUT_FOLLOW_TIMEOUT_S
+    while not camera.input_reliable() and time.monotonic() < follow_deadline:
+        time.sleep(0.1)
     latencies = []
     started = time.monotonic()
     for index, rgb in enumerate(itertools.islice(source, frames)):

@@ -18,8 +18,8 @@ def test_shipped_checkpoint_is_a_complete_inference_checkpoint():
     assert metadata.class_names == CAMVID_CLASS_NAMES
     assert metadata.dataset == "camvid"
     assert metadata.input_size[0] % 8 == 0 and metadata.input_size[1] % 8 == 0
-    # The bar for shipping: at least 62 % val mIoU, as recorded by the run that selected it.
-    assert 0.62 <= metadata.training["best_val_miou"] <= 1.0
+    # The run that selected it is recorded (the score itself is measured below, not read).
+    assert {"config", "best_val_miou", "history"} <= set(metadata.training)
     assert isinstance(metadata.seed, int)
 
 
@@ -30,5 +30,7 @@ def test_shipped_weights_score_on_camvid_val(camvid_root, tmp_path):
     assert status == 0
     report = json.loads(report_path.read_text())
     assert report["frames"] == 20
-    assert report["miou"] >= 55.0
+    # The shipped weights score 68.6 % on these 20 frames (68.10 % on all 101); the old ones
+    # 62-64 %: a bar that tells them apart, with room for CPU arithmetic differences.
+    assert report["miou"] >= 66.0
     assert set(report["per_class_iou"]) == set(CAMVID_CLASS_NAMES)

@@ -162,6 +162,9 @@ class Trainer:
         if self.rank == 0:
             remove_stale_temporaries(self.out_dir)
         torch.manual_seed(config.seed)
+        if self.device.type == "cuda":
+            # Crops have one size: let cuDNN time its kernels once for each convolution.
+            torch.backends.cudnn.benchmark = True
 
         train_base = build_dataset(config, config.train_split, cache=config.cache)
         # Workers are forked each epoch: frames cached before that are shared, later ones lost.

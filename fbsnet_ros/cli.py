@@ -14,21 +14,11 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from fbsnet_ros.data.locations import CAMVID_BESIDE_PROJECT, default_camvid_root
 from fbsnet_ros.errors import InvalidValue, UserError
 
 EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
-# Where CamVid lives beside a checkout (README), relative to the project folder.
-CAMVID_BESIDE_PROJECT = Path("..") / "shared" / "datasets" / "camvid"
-
-
-def default_camvid_root() -> Path:
-    """CamVid beside the checkout this package runs from, whatever the current folder; an
-    installed (not editable) package has no checkout, and looks beside the current folder."""
-    beside_checkout = (Path(__file__).resolve().parents[1] / CAMVID_BESIDE_PROJECT).resolve()
-    return beside_checkout if beside_checkout.is_dir() else CAMVID_BESIDE_PROJECT
-
-
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """UserError and its subclasses (CheckpointError, DatasetError, InvalidValue), and the
     errors of modules that name the user's file or option without deriving from it."""
@@ -98,12 +88,14 @@ def _output_file(option: str, path: str | Path, *, overwrite: bool = True,
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from fbsnet_ros.inference.frames import UPSAMPLE_MODES
+
     parser.add_argument("--weights", default=None,
                         help="checkpoint file (default: the package's shipped CamVid weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="inference size (default: the checkpoint's)")
-    parser.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear",
+    parser.add_argument("--upsample", choices=UPSAMPLE_MODES, default="bilinear",
                         help="logits back to frame size (bilinear, accurate) "
                              "or labels (nearest, fast)")
     parser.add_argument("--backend", default="torch", metavar="NAME[:PRECISION]",
@@ -423,6 +415,7 @@ def cmd_demo(args, extra) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from fbsnet_ros.data.classes import IGNORE_INDEX
+    from fbsnet_ros.inference.frames import UPSAMPLE_MODES
 
     parser = OneLineParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -497,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="fixed network input (default: each frame size rounded to a "
                                 "multiple of 8)")
     benchmark.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    benchmark.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear")
+    benchmark.add_argument("--upsample", choices=UPSAMPLE_MODES, default="bilinear")
     benchmark.add_argument("--iterations", type=_count(1), default=30,
                            help="timed calls per backend")
     benchmark.add_argument("--warmup", type=_count(0), default=3,

@@ -25,11 +25,16 @@ from fbsnet_ros.data.classes import (
     CITYSCAPES_PALETTE,
     IGNORE_INDEX,
 )
-from fbsnet_ros.data.io import DatasetError, check_same_size, read_label, read_rgb
+from fbsnet_ros.data.io import (
+    IMAGE_SUFFIXES,
+    DatasetError,
+    check_same_size,
+    read_label,
+    read_rgb,
+)
 
 PairTransform = Callable[[np.ndarray, np.ndarray], tuple]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Label maps must be lossless: JPEG artefacts would invent class ids.
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 # Label values are uint8 and IGNORE_INDEX is reserved, so at most this many classes.

@@ -9,9 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fbsnet_ros.data.io import DatasetError, read_rgb
+from fbsnet_ros.data.io import IMAGE_SUFFIXES, DatasetError, read_rgb
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 # Containers OpenCV's FFmpeg backend reads; `predict` takes a file with one of these as a video.
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v"}
 

@@ -11,6 +11,9 @@ import numpy as np
 from fbsnet_ros.data.classes import IGNORE_INDEX
 from fbsnet_ros.errors import UserError
 
+# Image files the datasets, `predict` and the frame sources read (OpenCV decodes them all).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
 
 class DatasetError(UserError, RuntimeError):
     """A dataset file is missing, unreadable or inconsistent; the message names it."""

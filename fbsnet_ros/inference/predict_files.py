@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fbsnet_ros.data.frame_sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_frames
-from fbsnet_ros.data.io import DatasetError, read_rgb
+from fbsnet_ros.data.frame_sources import VIDEO_SUFFIXES, video_frames
+from fbsnet_ros.data.io import IMAGE_SUFFIXES, DatasetError, read_rgb
 from fbsnet_ros.errors import UserError
 
 log = logging.getLogger("fbsnet_ros.predict")

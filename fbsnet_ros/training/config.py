@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from fbsnet_ros.data.locations import CAMVID_BESIDE_PROJECT
 from fbsnet_ros.model import NAMED_CONFIGS, OUTPUT_STRIDE
 
 # The values a string field may take, where it is a choice.
@@ -28,7 +29,7 @@ DEVICE_ONLY_AUGMENTATIONS = ("brightness", "contrast", "saturation", "blur_proba
 @dataclass
 class TrainConfig:
     dataset: str = "camvid"  # camvid | cityscapes | folder (layouts: fbsnet_ros/data/datasets.py)
-    data_root: str = "../shared/datasets/camvid"
+    data_root: str = str(CAMVID_BESIDE_PROJECT)
     train_split: str = "train"
     val_split: str = "val"
     class_file: str = ""  # folder datasets: one class name per line (optionally `name r g b`)

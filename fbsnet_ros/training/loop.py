@@ -18,6 +18,7 @@ from tqdm import tqdm
 from fbsnet_ros.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from fbsnet_ros.data.datasets import SegmentationDataset, build_dataset
 from fbsnet_ros.data.transforms import EvalTransform, TrainTransform
+from fbsnet_ros.devices import resolve_device
 from fbsnet_ros.evaluation.metrics import ConfusionMatrix
 from fbsnet_ros.inference.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -75,12 +76,6 @@ def distributed_model(model: nn.Module, device: torch.device) -> nn.Module:
     """DDP as the training loop uses it: gradients averaged over ranks during backward."""
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:

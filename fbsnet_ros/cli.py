@@ -108,7 +108,8 @@ def _check_engine_options(args) -> None:
     """Device, input size and backend, checked without loading anything: a typo is reported
     before the weights load and before any file is looked at."""
     from fbsnet_ros.inference.backends import AUTO, BACKENDS, BackendSpec
-    from fbsnet_ros.inference.engine import check_input_size, resolve_device
+    from fbsnet_ros.devices import resolve_device
+    from fbsnet_ros.inference.engine import check_input_size
 
     device = resolve_device(args.device)
     if args.input_size is not None:
@@ -291,7 +292,8 @@ def cmd_benchmark(args, extra) -> int:
         report_dict,
     )
     from fbsnet_ros.inference.backends import BackendSpec, available_backends
-    from fbsnet_ros.inference.engine import check_input_size, resolve_device
+    from fbsnet_ros.devices import resolve_device
+    from fbsnet_ros.inference.engine import check_input_size
 
     if args.json:
         _output_file("--json", args.json)

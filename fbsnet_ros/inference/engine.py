@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fbsnet_ros.devices import resolve_device  # noqa: F401 (re-exported)
 from fbsnet_ros.errors import InvalidValue
 from fbsnet_ros.inference.backends import create_backend
 from fbsnet_ros.inference.checkpoint import CheckpointError, ModelMetadata, load_model
@@ -24,20 +25,6 @@ DEFAULT_WEIGHTS_NAME = "fbsnet_camvid.pt"
 
 def default_weights_path() -> Path:
     return Path(str(resources.files("fbsnet_ros") / "weights" / DEFAULT_WEIGHTS_NAME))
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; an explicit 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidValue(
-            f"device '{name}' requested but CUDA is not available; use 'auto' or 'cpu'")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InvalidValue(
-            f"device '{name}' is not a torch device; use auto, cpu or cuda[:N]") from None
 
 
 def check_input_size(input_size) -> tuple[int, int]:

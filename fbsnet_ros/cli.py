@@ -107,8 +107,8 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 def _check_engine_options(args) -> None:
     """Device, input size and backend, checked without loading anything: a typo is reported
     before the weights load and before any file is looked at."""
-    from fbsnet_ros.inference.backends import AUTO, BACKENDS, BackendSpec
     from fbsnet_ros.devices import resolve_device
+    from fbsnet_ros.inference.backends import AUTO, BACKENDS, BackendSpec
     from fbsnet_ros.inference.engine import check_input_size
 
     device = resolve_device(args.device)
@@ -284,6 +284,7 @@ def _benchmark_model(weights: str | None):
 def cmd_benchmark(args, extra) -> int:
     import json
 
+    from fbsnet_ros.devices import resolve_device
     from fbsnet_ros.evaluation.benchmark import (
         REPORT_FOOTNOTE,
         benchmark_size,
@@ -292,7 +293,6 @@ def cmd_benchmark(args, extra) -> int:
         report_dict,
     )
     from fbsnet_ros.inference.backends import BackendSpec, available_backends
-    from fbsnet_ros.devices import resolve_device
     from fbsnet_ros.inference.engine import check_input_size
 
     if args.json:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fbsnet_ros.devices import resolve_device  # noqa: F401 (re-exported)
+from fbsnet_ros.devices import resolve_device
 from fbsnet_ros.errors import InvalidValue
 from fbsnet_ros.inference.backends import create_backend
 from fbsnet_ros.inference.checkpoint import CheckpointError, ModelMetadata, load_model

@@ -206,11 +206,18 @@ def test_reliability_override_wins_and_incompatible_qos_is_counted(
         strict.stop()
 
 
-@pytest.mark.parametrize("delay_s", [1.0, 2.0, 3.5])
+@pytest.mark.parametrize(("backend", "delay_s"), [
+    ("torch", 1.0), ("torch", 2.0), ("torch", 3.5),
+    # `auto` exports and compiles a backend for seconds in native code, where no Python
+    # exception reaches: the node's watchdog ends it.
+    ("auto", 8.0),
+])
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_stop_signal_during_start_up_ends_the_node_promptly(tmp_path, stop_signal, delay_s):
-    # Shipped weights: imports, weights and the first engine set-up span these moments.
-    node = NodeProcess(tmp_path / "node.log", [], remapped("/stop_test", "/stop_test/image"))
+def test_a_stop_signal_during_start_up_ends_the_node_promptly(
+        tmp_path, stop_signal, backend, delay_s):
+    # Shipped weights: imports, weights and the engine set-up span these moments.
+    ros_arguments = [*remapped("/stop_test", "/stop_test/image"), "-p", f"backend:={backend}"]
+    node = NodeProcess(tmp_path / "node.log", [], ros_arguments)
     try:
         time.sleep(delay_s)
         signalled_at = time.monotonic()

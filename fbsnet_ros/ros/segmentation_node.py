@@ -55,23 +55,15 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-try:
-    from rclpy.event_handler import (
-        PublisherEventCallbacks,
-        SubscriptionEventCallbacks,
-        UnsupportedEventTypeError,
-    )
-except ImportError:  # Humble's name for the same module
-    from rclpy.qos_event import (
-        PublisherEventCallbacks,
-        SubscriptionEventCallbacks,
-        UnsupportedEventTypeError,
-    )
-
 from fbsnet_ros.inference import CheckpointError, Segmenter, colorize, overlay
 from fbsnet_ros.inference.backends import BackendUnavailable, backend_choices
 from fbsnet_ros.inference.engine import UPSAMPLE_MODES
 from fbsnet_ros.model import OUTPUT_STRIDE
+from fbsnet_ros.ros.compat import (
+    PublisherEventCallbacks,
+    SubscriptionEventCallbacks,
+    UnsupportedEventTypeError,
+)
 from fbsnet_ros.ros.image_conversion import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -634,6 +626,7 @@ def _stop_on_signals() -> None:
     os.set_blocking(wakeup_write, False)
     signal.set_wakeup_fd(wakeup_write)  # written from the C handler, whatever Python is doing
     stopping = threading.Event()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
 
     def raise_keyboard_interrupt(signum, frame):
         if not stopping.is_set():  # a second signal must not interrupt the clean-up
@@ -641,13 +634,15 @@ def _stop_on_signals() -> None:
             raise KeyboardInterrupt
 
     def exit_if_stuck():
-        os.read(wakeup_read, 1)
+        # Each byte is the number of a signal Python handles; only a stop signal counts.
+        while os.read(wakeup_read, 1)[0] not in stop_signals:
+            pass
         time.sleep(STOP_GRACE_S)
         os.write(2, f"[{NODE_NAME}] still busy {STOP_GRACE_S:g} s after the stop signal: "
                     "exiting without clean-up\n".encode())
         os._exit(0)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals:
         signal.signal(signum, raise_keyboard_interrupt)
     threading.Thread(target=exit_if_stuck, name="fbsnet-stop-watchdog", daemon=True).start()
 

@@ -50,3 +50,12 @@ def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, 
     assert report["p99_over_paced_engine_median"] == (
         paced["p99_ms"] / report["engine_paced"]["median_ms"])
     assert "node/engine throughput" in completed.stdout
+
+
+def test_dds_large_messages_counts_what_arrives_with_the_profile_on_the_writer():
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "dds_large_messages.py"), "--bytes",
+         "2000000", "--count", "3", "--timeout", "5", "--profile", "writer"],
+        capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "profile loaded by writer: 3/3 arrived" in completed.stdout

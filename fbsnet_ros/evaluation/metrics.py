@@ -17,10 +17,16 @@ class ConfusionMatrix:
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        # Counts stay on the device of the frames (a GPU's, in training): no sync per frame.
+        self._counts = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The counts on the CPU, rows ground truth, columns prediction."""
+        return self._counts.cpu()
 
     def reset(self) -> None:
-        self.matrix.zero_()
+        self._counts.zero_()
 
     def update(self, target, prediction) -> None:
         target = torch.as_tensor(target).reshape(-1).to(torch.int64)
@@ -30,7 +36,9 @@ class ConfusionMatrix:
         valid = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
         pairs = target[valid] * self.num_classes + prediction[valid].clamp(0, self.num_classes - 1)
         counts = torch.bincount(pairs, minlength=self.num_classes**2)
-        self.matrix += counts.view(self.num_classes, self.num_classes).cpu()
+        if self._counts.device != counts.device:
+            self._counts = self._counts.to(counts.device)
+        self._counts += counts.view(self.num_classes, self.num_classes)
 
     def compute(self) -> dict:
         return segmentation_metrics(self.matrix.numpy())

@@ -125,7 +125,7 @@ def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.devic
         logits = model(image.unsqueeze(0).to(device))
         logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear",
                                align_corners=False)
-        confusion.update(label, logits.argmax(1).cpu())
+        confusion.update(label.to(device, non_blocking=True), logits.argmax(1))
     return confusion
 
 

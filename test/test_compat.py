@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import rclpy
 from rclpy.node import Node
 from std_msgs.msg import Header
 
 from fbsnet_ros.ros.compat import (
+    FASTDDS_PROFILES_FILE_VARIABLES,
     PublisherEventCallbacks,
     SubscriptionEventCallbacks,
     UnsupportedEventTypeError,
+    fastdds_profiles_env,
 )
 
 
@@ -39,3 +45,17 @@ def test_event_callbacks_attach_to_a_publisher_and_a_subscription():
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_fastdds_reads_the_profiles_file_named_by_the_helper(tmp_path):
+    """A node started with fastdds_profiles_env loads that file: a broken one is reported."""
+    broken = tmp_path / "broken_profiles.xml"
+    broken.write_text("<profiles><participant>")
+    env = {name: value for name, value in os.environ.items()
+           if name not in FASTDDS_PROFILES_FILE_VARIABLES}
+    start_a_node = ("import rclpy\nfrom rclpy.node import Node\n"
+                    "rclpy.init()\nNode('profile_probe').destroy_node()\nrclpy.try_shutdown()\n")
+    result = subprocess.run([sys.executable, "-c", start_a_node],
+                            env={**env, **fastdds_profiles_env(broken)}, capture_output=True,
+                            text=True, timeout=120)
+    assert str(broken) in result.stdout + result.stderr

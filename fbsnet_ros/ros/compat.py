@@ -1,4 +1,4 @@
-"""The rclpy names that differ between the ROS 2 distros this package runs on, in one place.
+"""What differs between the ROS 2 distros this package runs on (rclpy, Fast DDS), in one place.
 
 Tested here: Jazzy (rclpy 7.1) and Kilted (rclpy 9.1). Humble (rclpy 3.3) as far as its API
 reference tells. The node and tools import these names instead of checking the distro.
@@ -9,9 +9,17 @@ What else differs and is deliberately not used (it exists on Kilted only): `with
 `MultiThreadedExecutor.shutdown(wait_for_threads=...)`. QoS event callbacks `matched` and
 `incompatible_type` do not exist on Humble; `incompatible_qos`, `message_lost`, `deadline` and
 `liveliness` do on all three.
+
+Fast DDS (rmw_fastrtps_cpp) reads its XML profiles file from FASTDDS_DEFAULT_PROFILES_FILE on
+Kilted (Fast DDS 3) but from FASTRTPS_DEFAULT_PROFILES_FILE on Jazzy and Humble (Fast DDS 2):
+set through the one name only, the large-frames profile is silently ignored on Jazzy
+(test_node_transport's best-effort 1080p test: 0 of 10 frames answered on Jazzy; it passes
+with both names set). Set both: Kilted then logs one deprecation warning for the old name.
 """
 
 from __future__ import annotations
+
+import os
 
 try:  # Iron and later: Jazzy, Kilted (Kilted still has rclpy.qos_event, deprecated)
     from rclpy.event_handler import (
@@ -26,4 +34,22 @@ except ImportError:  # Humble
         UnsupportedEventTypeError,
     )
 
-__all__ = ["PublisherEventCallbacks", "SubscriptionEventCallbacks", "UnsupportedEventTypeError"]
+# Fast DDS 3 (Kilted) first, then Fast DDS 2 (Jazzy, Humble).
+FASTDDS_PROFILES_FILE_VARIABLES = (
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+)
+
+
+def fastdds_profiles_env(profiles_file: str | os.PathLike[str]) -> dict[str, str]:
+    """The environment that makes a new process load `profiles_file` on every distro."""
+    return dict.fromkeys(FASTDDS_PROFILES_FILE_VARIABLES, os.fspath(profiles_file))
+
+
+__all__ = [
+    "FASTDDS_PROFILES_FILE_VARIABLES",
+    "PublisherEventCallbacks",
+    "SubscriptionEventCallbacks",
+    "UnsupportedEventTypeError",
+    "fastdds_profiles_env",
+]

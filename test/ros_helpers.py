@@ -24,7 +24,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,25 +35,35 @@ STARTUP_TIMEOUT_S = 60.0
 ANSWER_TIMEOUT_S = 30.0
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# How vision_msgs consumers subscribe to label info: the node's latched message reaches them.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1, "yuv422": 2}
 # The Fast DDS profile the README tells users to load where large frames are published.
 LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
 
 
-def node_executable() -> str:
+def node_executable(name: str = "segmentation_node") -> str:
     """The installed console script, preferring the one beside this interpreter (the venv)."""
-    beside_interpreter = Path(sys.executable).parent / "segmentation_node"
+    beside_interpreter = Path(sys.executable).parent / name
     if beside_interpreter.is_file():
         return str(beside_interpreter)
-    found = shutil.which("segmentation_node")
+    found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError("segmentation_node console script not installed")
+        raise FileNotFoundError(f"{name} console script not installed")
     return found
 
 
 def write_params_file(path: Path, parameters: dict) -> Path:
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
     return path
+
+
+def cpu_weights_params_file(directory: Path, checkpoint: Path) -> Path:
+    """Parameters for the given weights on the CPU whatever the machine, so diagnostics name
+    the same hardware everywhere."""
+    return write_params_file(directory / "weights.yaml",
+                             {"weights": str(checkpoint), "device": "cpu"})
 
 
 def reliable_subscription_override(topic: str) -> dict:
@@ -65,8 +75,9 @@ class NodeProcess:
     """The segmentation node run from its console script, output captured in a file."""
 
     def __init__(self, log_path: Path, params_files: list[Path], ros_arguments=(),
-                 environment: dict | None = None) -> None:
-        command = [node_executable(), "--ros-args"]
+                 environment: dict | None = None, executable: str = "segmentation_node",
+                 arguments=()) -> None:
+        command = [node_executable(executable), *arguments, "--ros-args"]
         for params_file in (DEFAULT_PARAMS_FILE, *params_files):
             command += ["--params-file", str(params_file)]
         command += list(ros_arguments)
@@ -117,10 +128,10 @@ def stamp_key(header) -> tuple[int, int]:
 class TopicRecorder:
     """Every message on one topic, findable by header stamp."""
 
-    def __init__(self, node: Node, message_type, topic: str) -> None:
+    def __init__(self, node: Node, message_type, topic: str, qos: QoSProfile = RELIABLE) -> None:
         self.messages: list = []
         self._condition = threading.Condition()
-        self.subscription = node.create_subscription(message_type, topic, self._record, RELIABLE)
+        self.subscription = node.create_subscription(message_type, topic, self._record, qos)
 
     def _record(self, message) -> None:
         with self._condition:
@@ -171,8 +182,8 @@ class RosProbe:
     def publisher(self, message_type, topic: str):
         return self.node.create_publisher(message_type, topic, RELIABLE)
 
-    def recorder(self, message_type, topic: str) -> TopicRecorder:
-        return TopicRecorder(self.node, message_type, topic)
+    def recorder(self, message_type, topic: str, qos: QoSProfile = RELIABLE) -> TopicRecorder:
+        return TopicRecorder(self.node, message_type, topic, qos)
 
     def new_stamp(self, message) -> tuple[int, int]:
         """Give the message a stamp no earlier message had, and return it."""
@@ -180,22 +191,26 @@ class RosProbe:
         self._next_stamp += 1
         return stamp_key(message.header)
 
-    def set_parameter(self, node_name: str, name: str, value) -> object:
-        """Set one parameter through the node's service; returns the SetParametersResult."""
-        client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
+    def call(self, service_type, service: str, request, timeout: float = ANSWER_TIMEOUT_S):
+        """Call a service once it is there; its response."""
+        client = self.node.create_client(service_type, service)
         try:
-            if not client.wait_for_service(timeout_sec=ANSWER_TIMEOUT_S):
-                raise AssertionError(f"{node_name}/set_parameters not available")
-            request = SetParameters.Request(
-                parameters=[ParameterMessage(name=name, value=_parameter_value(value))])
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"{service} not available")
             done = threading.Event()
             future = client.call_async(request)
             future.add_done_callback(lambda _: done.set())
-            if not done.wait(ANSWER_TIMEOUT_S):
-                raise AssertionError(f"no answer from {node_name}/set_parameters")
-            return future.result().results[0]
+            if not done.wait(timeout):
+                raise AssertionError(f"no answer from {service}")
+            return future.result()
         finally:
             self.node.destroy_client(client)
+
+    def set_parameter(self, node_name: str, name: str, value) -> object:
+        """Set one parameter through the node's service; returns the SetParametersResult."""
+        request = SetParameters.Request(
+            parameters=[ParameterMessage(name=name, value=_parameter_value(value))])
+        return self.call(SetParameters, f"{node_name}/set_parameters", request).results[0]
 
     def __enter__(self) -> RosProbe:
         return self

@@ -16,7 +16,8 @@ import yaml
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from fbsnet_ros.ros.segmentation_node import SegmentationNode, parameter_declarations
+from fbsnet_ros.ros.node_base import parameter_declarations
+from fbsnet_ros.ros.segmentation_node import SegmentationNode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
@@ -70,7 +71,7 @@ class LaunchFile:
     """The launch file's calls, with arguments reduced to plain values where they are literal."""
 
     def __init__(self, path: Path) -> None:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = self.tree = ast.parse(path.read_text(), filename=str(path))
         self.constants = {
             target.id: statement.value.value
             for statement in tree.body if isinstance(statement, ast.Assign)
@@ -110,15 +111,23 @@ def launch_file() -> LaunchFile:
     return LaunchFile(LAUNCH_FILE)
 
 
-def test_launch_file_declares_params_file_namespace_and_camera_topic(launch_file):
-    arguments = {launch_file.value(call.args[0]): launch_file.keywords(call)
-                 for call in launch_file.calls_to("DeclareLaunchArgument")}
+def _declared_arguments(launch_file: LaunchFile) -> dict:
+    return {launch_file.value(call.args[0]): launch_file.keywords(call)
+            for call in launch_file.calls_to("DeclareLaunchArgument")}
 
-    assert set(arguments) == {"params_file", "namespace", "camera_topic", "large_frames"}
+
+def test_launch_file_declares_its_arguments(launch_file):
+    arguments = _declared_arguments(launch_file)
+
+    assert set(arguments) == {"params_file", "namespace", "camera_topic", "camera_info_topic",
+                              "managed", "autostart", "large_frames"}
     assert arguments["namespace"]["default_value"] == ""
     # Off unless asked: a 64 MB shared-memory segment per process is not every machine's.
     assert arguments["large_frames"]["default_value"] == "false"
     assert arguments["camera_topic"]["default_value"] == "/camera/image_raw"
+    # The plain node by default; a managed one configures and activates itself unless told.
+    assert arguments["managed"]["default_value"] == "false"
+    assert arguments["autostart"]["default_value"] == "true"
     share_directory_calls = launch_file.calls_to("get_package_share_directory")
     assert [launch_file.value(call.args[0]) for call in share_directory_calls] == ["fbsnet_ros"]
     assert {"config", "segmentation.yaml"} <= {
@@ -126,16 +135,49 @@ def test_launch_file_declares_params_file_namespace_and_camera_topic(launch_file
         for argument in call.args}
 
 
-def test_launch_file_starts_the_node_with_its_params_and_camera_remapping(launch_file):
-    (node_call,) = launch_file.calls_to("Node")
-    node = launch_file.keywords(node_call)
+def _evaluate_camera_info_default(launch_file: LaunchFile, camera_topic: str) -> str:
+    """camera_info_topic's default for a camera_topic, evaluated as PythonExpression does."""
+    (expression,) = launch_file.calls_to("PythonExpression")
+    parts = [camera_topic if part == ("LaunchConfiguration", "camera_topic") else part
+             for part in launch_file.value(expression.args[0])]
+    return eval("".join(parts))  # the launch file's own expression, as launch evaluates it
 
-    assert (node["package"], node["executable"], node["name"]) == (
-        "fbsnet_ros", "segmentation_node", "fbsnet")
-    assert node["namespace"] == ("LaunchConfiguration", "namespace")
-    assert node["parameters"] == [("LaunchConfiguration", "params_file")]
-    assert node["remappings"] == [("/camera/image_raw", ("LaunchConfiguration", "camera_topic"))]
-    assert node["output"] == "screen"
+
+def test_camera_info_follows_the_camera_topic_unless_overridden(launch_file):
+    (default,) = _declared_arguments(launch_file)["camera_info_topic"]["default_value"]
+    assert default[0] == "PythonExpression"
+    assert _evaluate_camera_info_default(launch_file, "/front/image_raw") == "/front/camera_info"
+    assert _evaluate_camera_info_default(launch_file, "/camera/image_raw") == (
+        "/camera/camera_info")
+
+
+def _node_settings(launch_file: LaunchFile) -> dict:
+    (settings,) = [statement.value for statement in ast.walk(launch_file.tree)
+                   if isinstance(statement, ast.Assign)
+                   and getattr(statement.targets[0], "id", "") == "node_settings"]
+    return {launch_file.value(key): launch_file.value(value)
+            for key, value in zip(settings.keys, settings.values)}
+
+
+def test_launch_file_starts_one_node_with_its_params_and_camera_remappings(launch_file):
+    nodes = {launch_file.keywords(call)["executable"]: launch_file.keywords(call)
+             for call in launch_file.calls_to("Node")}
+    settings = _node_settings(launch_file)
+
+    assert set(nodes) == {"segmentation_node", "segmentation_lifecycle_node"}
+    assert nodes["segmentation_node"]["condition"] == (
+        "UnlessCondition", ("LaunchConfiguration", "managed"))
+    assert nodes["segmentation_lifecycle_node"]["condition"] == (
+        "IfCondition", ("LaunchConfiguration", "managed"))
+    assert nodes["segmentation_lifecycle_node"]["arguments"] == [
+        "--autostart", ("LaunchConfiguration", "autostart")]
+    assert (settings["package"], settings["name"]) == ("fbsnet_ros", "fbsnet")
+    assert settings["namespace"] == ("LaunchConfiguration", "namespace")
+    assert settings["parameters"] == [("LaunchConfiguration", "params_file")]
+    assert settings["remappings"] == [
+        ("/camera/image_raw", ("LaunchConfiguration", "camera_topic")),
+        ("/camera/camera_info", ("LaunchConfiguration", "camera_info_topic"))]
+    assert settings["output"] == "screen"
 
 
 def test_large_frames_sets_the_fastdds_profile_for_the_launched_processes(launch_file):

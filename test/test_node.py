@@ -10,6 +10,7 @@ test_node_transport.py.
 from __future__ import annotations
 
 import array
+import os
 import signal
 import time
 
@@ -20,17 +21,22 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import ReliabilityPolicy
 from ros_helpers import (
     ANSWER_TIMEOUT_S,
+    LATCHED,
     NodeProcess,
     RosProbe,
     camera_image,
+    cpu_weights_params_file,
     subscription_reliabilities,
     wait_until,
     write_params_file,
 )
 from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import LabelInfo
 
+from fbsnet_ros.data.classes import CAMVID_CLASS_NAMES
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_data
-from fbsnet_ros.ros.segmentation_node import (
+from fbsnet_ros.ros.node_base import diagnostic_status
+from fbsnet_ros.ros.node_core import (
     FAILED_STREAK_FOR_ERROR,
     STALE_INPUT_S,
     STATISTICS_WINDOW_S,
@@ -49,9 +55,7 @@ SHARED_NODE_MAX_PIXELS = 1_000_000
 
 @pytest.fixture(scope="module")
 def weights_params_file(random_checkpoint, tmp_path_factory):
-    # The CPU whatever the machine, so diagnostics name the same hardware everywhere.
-    return write_params_file(tmp_path_factory.mktemp("params") / "weights.yaml",
-                             {"weights": str(random_checkpoint), "device": "cpu"})
+    return cpu_weights_params_file(tmp_path_factory.mktemp("params"), random_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +356,45 @@ def test_compressed_input_is_decoded_and_answered_at_its_size(
         node.stop()
 
 
+def test_label_info_is_latched_for_a_late_subscriber_with_the_cameras_frame(camera, probe):
+    camera.request(camera_image(48, 64, "rgb8", frame_id="label_info_camera"))
+
+    late = probe.recorder(LabelInfo, "/fbsnet/label_info", LATCHED)
+    label_info = late.wait_for(lambda message: message.header.frame_id == "label_info_camera")
+
+    assert label_info is not None, "a late subscriber got no label info"
+    assert [(entry.class_id, entry.class_name) for entry in label_info.class_map] == list(
+        enumerate(CAMVID_CLASS_NAMES))
+    assert label_info.threshold == 0.0  # no confidence threshold yet
+
+
+def test_without_vision_msgs_the_node_serves_warns_once_and_has_no_label_info(
+        weights_params_file, probe, tmp_path):
+    # A vision_msgs that cannot be imported, first on the path: a machine without it.
+    hidden = tmp_path / "hidden" / "vision_msgs"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    python_path = os.pathsep.join(filter(None, [str(hidden.parent),
+                                                os.environ.get("PYTHONPATH")]))
+    namespace, camera_topic = "/no_vision_msgs", "/no_vision_msgs/front/image_raw"
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file], [
+        "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"],
+        environment={"PYTHONPATH": python_path})
+    try:
+        node.wait_for_output(READY_LINE)
+        camera = Camera(probe, namespace, camera_topic)
+        camera.request(camera_image(48, 64, "rgb8"))
+
+        assert node.output.count("no ~/label_info: vision_msgs is not installed") == 1
+        assert probe.node.count_publishers(f"{namespace}/fbsnet/label_info") == 0
+        # The camera_info input moved with the remapped camera: its sibling topic.
+        wait_until(lambda: probe.node.count_subscribers(f"{namespace}/front/camera_info") == 1,
+                   what="a subscription to the camera's sibling camera_info")
+        assert "Traceback" not in node.output
+    finally:
+        node.stop()
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_the_node_promptly_mid_frame(
         weights_params_file, probe, tmp_path, stop_signal):
@@ -382,7 +425,7 @@ def test_statistics_levels_follow_input_and_failures():
     statistics = FrameStatistics()
 
     def status(now):
-        return statistics.diagnostic_status("fbsnet: segmentation", "cpu", now)
+        return diagnostic_status(statistics.report(now), "fbsnet: segmentation", "cpu")
 
     assert status(0.0).level == DiagnosticStatus.OK  # waiting for a camera is no fault
     statistics.record_received(1.0, replaced_waiting_frame=False)
@@ -441,7 +484,7 @@ def test_statistics_warn_on_frames_lost_and_on_publishers_that_send_nothing():
     statistics = FrameStatistics()
 
     def status(now):
-        return statistics.diagnostic_status("fbsnet: segmentation", "cpu", now)
+        return diagnostic_status(statistics.report(now), "fbsnet: segmentation", "cpu")
 
     statistics.record_publishers(1, now=10.0)
     assert status(10.0 + STALE_INPUT_S / 2).level == DiagnosticStatus.OK  # matching takes a moment

@@ -31,11 +31,8 @@ from ros_helpers import (
 )
 from sensor_msgs.msg import Image
 
-from fbsnet_ros.ros.segmentation_node import (
-    PUBLISHER_CHECK_PERIOD_S,
-    STALE_INPUT_S,
-    STOP_GRACE_S,
-)
+from fbsnet_ros.ros.node_base import PUBLISHER_CHECK_PERIOD_S, STOP_GRACE_S
+from fbsnet_ros.ros.node_core import STALE_INPUT_S
 
 CAMERA_SCRIPT = REPO_ROOT / "bench" / "camera_qos.py"
 READY_LINE = "segmenting"

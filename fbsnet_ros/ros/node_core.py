@@ -1,0 +1,365 @@
+"""The segmentation node's ROS-free core, shared by the plain and the managed (lifecycle) node.
+
+Frame intake into a one-slot mailbox, a worker thread that converts, segments and hands the
+result to the ROS side, the model's life (load, release), and the statistics and health rules
+behind ``/diagnostics``. Nothing here imports rclpy: messages arrive as plain objects with the
+sensor_msgs fields, and what to publish is the caller's business.
+
+Only the latest frame is ever processed: the subscription callback drops each message into the
+mailbox and the worker takes the newest, so a slow model skips frames instead of building a
+backlog and latency stays bounded whatever the camera rate.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import math
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from fbsnet_ros.inference import CheckpointError, Segmenter
+from fbsnet_ros.inference.backends import BackendUnavailable
+from fbsnet_ros.ros.image_conversion import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    output_encoding_for,
+)
+
+# FPS and "errors recently" look this far back.
+STATISTICS_WINDOW_S = 5.0
+# Input older than this, after input has been seen, means the camera has stalled.
+STALE_INPUT_S = 2.0
+# This many consecutive unusable frames is an error, not a warning: nothing is being served.
+FAILED_STREAK_FOR_ERROR = 10
+# Timings kept for the latency percentiles and the frame rate.
+RECENT_SAMPLES = 200
+# A frame still in inference when serving stops gets this long before the daemon worker is
+# abandoned.
+WORKER_JOIN_TIMEOUT_S = 2.0
+# What to do about frames lost between a camera and a best-effort reader.
+LOST_FRAMES_FIX = (
+    "large frames from a best-effort publisher need config/fastdds_large_frames.xml in the "
+    "publisher's process (FASTDDS_DEFAULT_PROFILES_FILE; README, 'Large frames'), or a "
+    "reliable publisher")
+# The settings a Segmenter is built from; the managed node re-reads them at each configure.
+SEGMENTER_SETTINGS = ("weights", "device", "input_size", "upsample", "backend")
+
+
+class ConfigurationError(Exception):
+    """A setting the model cannot be built with; the message names the parameter or file."""
+
+
+class HealthLevel(enum.IntEnum):
+    """diagnostic_msgs' levels, without importing it."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+class HealthReport(NamedTuple):
+    level: HealthLevel
+    message: str
+    values: dict[str, str]
+
+
+class ReceivedFrame(NamedTuple):
+    message: object  # sensor_msgs Image or CompressedImage
+    received_at: float  # time.monotonic() when the message reached the node
+
+
+class SegmentedFrame(NamedTuple):
+    """One frame's result, for the ROS side to publish."""
+
+    message: object  # the input message (its header goes on every output)
+    image: np.ndarray  # HxWx3 RGB, as the network saw it at camera resolution
+    labels: np.ndarray  # HxW uint8 class ids
+    overlay_encoding: str  # the encoding the overlay keeps (the camera's channel order)
+
+
+class LatestFrameMailbox:
+    """One slot shared by the subscription and the worker; a new frame replaces a waiting one."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._frame: ReceivedFrame | None = None
+        self._closed = False
+
+    def put(self, frame: ReceivedFrame) -> bool:
+        """Store the frame; True when it replaced one the worker had not taken yet."""
+        with self._condition:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._condition.notify()
+        return replaced
+
+    def take(self) -> ReceivedFrame | None:
+        """Wait for a frame; None once the mailbox is closed."""
+        with self._condition:
+            while self._frame is None and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            frame, self._frame = self._frame, None
+            return frame
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
+class FrameStatistics:
+    """Counters and recent timings behind the diagnostics, shared by the node's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received = self.processed = self.dropped = self.rejected = self.failed = 0
+        self.last_error = ""
+        # Transport: frames the middleware reports lost before reaching the node, publishers
+        # and subscribers whose QoS cannot match the node's, and the input QoS in use.
+        self.lost = self.incompatible_input = self.incompatible_outputs = 0
+        self.input_reliability = ""
+        self.reliability_switches = 0
+        self.input_publishers = 0
+        self._publishers_since: float | None = None
+        self._lost_at: float | None = None
+        self._last_received_at: float | None = None
+        self._latencies_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self._processed_at: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self._error_at: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self._recent_outcomes: deque[bool] = deque(maxlen=FAILED_STREAK_FOR_ERROR)
+
+    def record_received(self, now: float, replaced_waiting_frame: bool) -> None:
+        with self._lock:
+            self.received += 1
+            self.dropped += replaced_waiting_frame
+            self._last_received_at = now
+
+    def record_lost(self, count: int, now: float) -> None:
+        with self._lock:
+            self.lost += count
+            self._lost_at = now
+
+    def record_incompatible(self, count: int, *, input_side: bool) -> None:
+        with self._lock:
+            if input_side:
+                self.incompatible_input += count
+            else:
+                self.incompatible_outputs += count
+
+    def record_input_reliability(self, reliability: str, switched: bool) -> None:
+        with self._lock:
+            self.input_reliability = reliability
+            self.reliability_switches += switched
+
+    def record_publishers(self, count: int, now: float) -> None:
+        with self._lock:
+            if count and not self.input_publishers:
+                self._publishers_since = now
+            self.input_publishers = count
+
+    def record_processed(self, frame: ReceivedFrame, now: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._latencies_ms.append(1000.0 * (now - frame.received_at))
+            self._processed_at.append(now)
+            self._recent_outcomes.append(True)
+
+    def record_rejected(self, reason: str, now: float) -> None:
+        with self._lock:
+            self.rejected += 1
+            self._record_error(reason, now)
+
+    def record_failed(self, reason: str, now: float) -> None:
+        with self._lock:
+            self.failed += 1
+            self._record_error(reason, now)
+
+    def _record_error(self, reason: str, now: float) -> None:
+        self.last_error = reason
+        self._error_at.append(now)
+        self._recent_outcomes.append(False)
+
+    def report(self, now: float) -> HealthReport:
+        """Health level, a one-line message and every counter, as strings."""
+        with self._lock:
+            recent_fps = self._recent_fps(now)
+            level, message = self._health(now)
+            if self._latencies_ms:
+                p50, p90, p99 = np.percentile(self._latencies_ms, (50, 90, 99))
+            else:
+                p50 = p90 = p99 = math.nan
+            values = {
+                "frames received": self.received,
+                "frames processed": self.processed,
+                "frames dropped": self.dropped,
+                "frames rejected": self.rejected,
+                "frames failed": self.failed,
+                "fps": f"{recent_fps:.2f}",
+                "latency p50 ms": f"{p50:.1f}",
+                "latency p90 ms": f"{p90:.1f}",
+                "latency p99 ms": f"{p99:.1f}",
+                "last error": self.last_error,
+                "frames lost in transport": self.lost,
+                "incompatible QoS input": self.incompatible_input,
+                "incompatible QoS outputs": self.incompatible_outputs,
+                "input publishers": self.input_publishers,
+                "input reliability": self.input_reliability,
+                "input reliability switches": self.reliability_switches,
+            }
+        return HealthReport(level, message, {key: str(value) for key, value in values.items()})
+
+    def _recent_fps(self, now: float) -> float:
+        recent = [stamp for stamp in self._processed_at if now - stamp <= STATISTICS_WINDOW_S]
+        if len(recent) < 2 or recent[-1] == recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def _health(self, now: float) -> tuple[HealthLevel, str]:
+        outcomes = self._recent_outcomes
+        if len(outcomes) == outcomes.maxlen and not any(outcomes):
+            return HealthLevel.ERROR, f"the last {len(outcomes)} frames all failed"
+        if self._lost_at is not None and now - self._lost_at <= STATISTICS_WINDOW_S:
+            return HealthLevel.WARN, (
+                f"frames lost in transport ({self.lost} so far): {LOST_FRAMES_FIX}")
+        if self.input_publishers and self._publishers_since is not None:
+            waiting_since = max(self._publishers_since, self._last_received_at or -math.inf)
+            if now - waiting_since > STALE_INPUT_S:
+                return HealthLevel.WARN, (
+                    f"{self.input_publishers} publisher(s) on the input but no frame for "
+                    f"{now - waiting_since:.1f} s: incompatible QoS, or {LOST_FRAMES_FIX}")
+        if self._last_received_at is not None and now - self._last_received_at > STALE_INPUT_S:
+            return HealthLevel.WARN, f"no input for {now - self._last_received_at:.1f} s"
+        if self._error_at and now - self._error_at[-1] <= STATISTICS_WINDOW_S:
+            return HealthLevel.WARN, f"unusable frames in the last {STATISTICS_WINDOW_S:g} s"
+        if self._last_received_at is None:
+            return HealthLevel.OK, "waiting for images"
+        return HealthLevel.OK, "segmenting"
+
+
+def load_segmenter(settings: dict) -> Segmenter:
+    """The Segmenter the settings describe; ConfigurationError with one line otherwise."""
+    try:
+        return Segmenter.from_checkpoint(
+            settings["weights"] or None, device=settings["device"],
+            input_size=list(settings["input_size"] or ()) or None,
+            upsample=settings["upsample"], backend=settings["backend"])
+    except CheckpointError as error:
+        raise ConfigurationError(f"parameter 'weights': {error}") from None
+    except BackendUnavailable as error:
+        raise ConfigurationError(f"parameter 'backend': {error}") from None
+    except ValueError as error:
+        raise ConfigurationError(f"invalid parameter: {error}") from None
+
+
+class SegmentationCore:
+    """The model, the mailbox and the worker: what both node classes serve frames with.
+
+    `publish(result)` runs on the worker thread for every segmented frame; `on_rejected(reason)`
+    and `on_failed(reason, details)` are told about unusable frames and errors (to log them);
+    `shutting_down()` says whether an error is only the process going away.
+    """
+
+    def __init__(self, *, input_transport: str, max_pixels: int,
+                 publish: Callable[[SegmentedFrame], None],
+                 on_rejected: Callable[[str], None], on_failed: Callable[[str, str], None],
+                 shutting_down: Callable[[], bool]) -> None:
+        self.input_transport = input_transport
+        self.max_pixels = max_pixels
+        self.statistics = FrameStatistics()
+        self.segmenter: Segmenter | None = None
+        self._publish = publish
+        self._on_rejected = on_rejected
+        self._on_failed = on_failed
+        self._shutting_down = shutting_down
+        self._mailbox: LatestFrameMailbox | None = None
+        self._worker: threading.Thread | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.segmenter is not None
+
+    @property
+    def serving(self) -> bool:
+        return self._worker is not None
+
+    def load(self, settings: dict) -> Segmenter:
+        """Build the model (ConfigurationError with one line when the settings cannot)."""
+        self.segmenter = load_segmenter(settings)
+        return self.segmenter
+
+    def release(self) -> None:
+        """Stop serving and free the model, including the CUDA memory it held."""
+        self.stop()
+        on_cuda = self.segmenter is not None and str(self.segmenter.device).startswith("cuda")
+        self.segmenter = None
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()
+
+    def start(self) -> None:
+        """Serve frames from now on (the model must be loaded)."""
+        if self.segmenter is None:
+            raise RuntimeError("start() before load()")
+        if self._worker is not None:
+            return
+        self._mailbox = LatestFrameMailbox()
+        # A daemon, so a frame stuck in inference can never hold the process open at exit.
+        self._worker = threading.Thread(target=self._serve_frames, args=(self._mailbox,),
+                                        name="fbsnet-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Stop serving: frames are no longer taken in; the model stays loaded."""
+        if self._worker is None:
+            return
+        self._mailbox.close()
+        self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        self._worker = self._mailbox = None
+
+    def intake(self, message) -> None:
+        """A camera message arrived: keep it as the next frame (ignored while not serving)."""
+        mailbox = self._mailbox
+        if mailbox is None:
+            return
+        now = time.monotonic()
+        replaced = mailbox.put(ReceivedFrame(message, now))
+        self.statistics.record_received(now, replaced)
+
+    def _serve_frames(self, mailbox: LatestFrameMailbox) -> None:
+        while (frame := mailbox.take()) is not None:
+            try:
+                self._publish(self.segment(frame))
+                self.statistics.record_processed(frame, time.monotonic())
+            except ImageConversionError as error:
+                self.statistics.record_rejected(str(error), time.monotonic())
+                self._on_rejected(str(error))
+            except Exception as error:
+                if mailbox.closed or self._shutting_down():
+                    return  # serving stopped mid-frame and took the publishers with it
+                self.statistics.record_failed(repr(error), time.monotonic())
+                self._on_failed(repr(error), traceback.format_exc())
+
+    def segment(self, frame: ReceivedFrame) -> SegmentedFrame:
+        message = frame.message
+        if self.input_transport == "compressed":
+            image = compressed_msg_to_rgb(message, self.max_pixels)
+            overlay_encoding = "rgb8"  # decoded JPEG/PNG is RGB; there is no camera order to keep
+        else:
+            image = image_msg_to_rgb(message, self.max_pixels)
+            overlay_encoding = output_encoding_for(message.encoding)
+        return SegmentedFrame(message, image, self.segmenter.predict(image), overlay_encoding)

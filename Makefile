@@ -32,12 +32,14 @@ ROS_TESTS = $(sort $(wildcard test/test_node*.py test/test_lifecycle*.py test/te
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-$(DISTRO).txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-$(DISTRO).txt requirements-dev.txt setup.py \
+	scripts/build_interfaces.sh $(wildcard interfaces/*/msg/*.msg)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-$(DISTRO).txt \
 		-r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-build-isolation -e ".[$(EXTRAS)]"
+	scripts/build_interfaces.sh $(VENV)
 	touch $(STAMP)
 
 demo: install

@@ -30,12 +30,13 @@ from ros_helpers import (
     wait_until,
     write_params_file,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
 
 from fbsnet_ros.data.classes import CAMVID_CLASS_NAMES
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_data
-from fbsnet_ros.ros.node_base import diagnostic_status
+from fbsnet_ros.ros.node_base import CameraInfoPairing, diagnostic_status
 from fbsnet_ros.ros.node_core import (
     FAILED_STREAK_FOR_ERROR,
     STALE_INPUT_S,
@@ -501,3 +502,26 @@ def test_statistics_warn_on_frames_lost_and_on_publishers_that_send_nothing():
     assert _values(lost)["frames lost in transport"] == "3"
     statistics.record_received(20.0 + STATISTICS_WINDOW_S, replaced_waiting_frame=False)
     assert status(20.6 + STATISTICS_WINDOW_S).level == DiagnosticStatus.OK  # the loss aged out
+
+
+def _header(sec: int) -> Header:
+    header = Header(frame_id="camera")
+    header.stamp.sec = sec
+    return header
+
+
+def test_camera_info_pairs_with_its_label_image_in_either_order():
+    pairing = CameraInfoPairing()
+    assert pairing.for_labels(_header(1)) is None  # no camera_info in, none out
+
+    first = CameraInfo(header=_header(1), width=1)
+    assert pairing.for_camera_info(first) == []  # the labels of 1 went out with none
+    assert pairing.for_labels(_header(1)) is first  # same stamp
+
+    # Labels before their camera_info: they wait for it, and get exactly it.
+    assert pairing.for_labels(_header(2)) is None
+    assert pairing.for_labels(_header(3)) is None
+    third = CameraInfo(header=_header(3), width=3)
+    assert pairing.for_camera_info(third) == [_header(2), _header(3)]
+    assert pairing.for_labels(_header(2)) is third  # 2's own never came: the next one
+    assert pairing.for_camera_info(CameraInfo(header=_header(4))) == []  # nothing waits

@@ -358,7 +358,7 @@ def test_compressed_input_is_decoded_and_answered_at_its_size(
 
 
 def test_label_info_is_latched_for_a_late_subscriber_with_the_cameras_frame(camera, probe):
-    camera.request(camera_image(48, 64, "rgb8", frame_id="label_info_camera"))
+    camera.request(camera_image(480, 640, "rgb8", frame_id="label_info_camera"))
 
     late = probe.recorder(LabelInfo, "/fbsnet/label_info", LATCHED)
     label_info = late.wait_for(lambda message: message.header.frame_id == "label_info_camera")
@@ -384,8 +384,9 @@ def test_without_vision_msgs_the_node_serves_warns_once_and_has_no_label_info(
     try:
         node.wait_for_output(READY_LINE)
         camera = Camera(probe, namespace, camera_topic)
-        camera.request(camera_image(48, 64, "rgb8"))
+        labels = camera.request(camera_image(480, 640, "rgb8"))
 
+        assert (labels.height, labels.width) == (480, 640)
         assert node.output.count("no ~/label_info: vision_msgs is not installed") == 1
         assert probe.node.count_publishers(f"{namespace}/fbsnet/label_info") == 0
         # The camera_info input moved with the remapped camera: its sibling topic.

@@ -30,6 +30,8 @@ REFERENCE_BACKEND = "torch:fp32"
 # Timed calls are split into this many rounds; each round visits every backend in turn, so
 # slow drifts of a shared machine affect all backends alike.
 ROUNDS = 5
+# Names the variants timed with pre- and post-processing outside the compiled graph.
+HOST_SUFFIX = "host"
 # Distinct frames cycled through while timing (real CamVid frames where available).
 FRAME_COUNT = 8
 
@@ -118,11 +120,8 @@ class _Timed:
         self.segmenter = segmenter
         self.frames = frames
         backend = segmenter.backend
-        batch = segmenter.transform.to_input(frames[0])
-        # Torch backends take their input where they run; the others copy from host memory.
-        if backend.name.startswith("torch"):
-            batch = batch.to(backend.device)
-        self.batch = batch
+        # Where the backend takes its input: the model column times the network alone.
+        self.batch = segmenter.transform.to_input(frames[0]).to(backend.input_device)
         self.sync = _synchronizer(backend.device)
         self.end_to_end_ms: list[float] = []
         self.model_ms: list[float] = []
@@ -153,30 +152,39 @@ def benchmark_size(model: torch.nn.Module, metadata: ModelMetadata, backends: Se
                    frame_size: tuple[int, int], input_size: tuple[int, int] | None, *,
                    device: str = "auto", iterations: int = 30, warmup: int = 3,
                    upsample: str = "bilinear", data_root: str | Path | None = None,
+                   host_pre_post: Sequence[str] = (),
                    progress: Callable[[str], None] | None = None) -> SizeResult:
-    """Time `backends` (the reference first, always) at one frame size, interleaved."""
+    """Time `backends` (the reference first, always) at one frame size, interleaved.
+
+    `host_pre_post`: OpenVINO backends also timed with the frame's pre- and post-processing on
+    the host instead of in the compiled graph (the path before issue 15), named '... host'.
+    """
     from fbsnet_ros.inference import Segmenter
 
     input_size = tuple(input_size or network_input_for(frame_size))
     frames = benchmark_frames(frame_size, data_root)
     result = SizeResult(frame_size=tuple(frame_size), input_size=input_size,
                         complexity=model_complexity(model, input_size))
-    ordered = [REFERENCE_BACKEND] + [name for name in backends if name != REFERENCE_BACKEND]
+    ordered = [(name, {}) for name in
+               [REFERENCE_BACKEND, *(name for name in backends if name != REFERENCE_BACKEND)]]
+    ordered += [(name, {"frame_graph": False}) for name in host_pre_post]
     timed: dict[str, _Timed] = {}
-    for name in ordered:
+    for name, options in ordered:
+        label = f"{name} {HOST_SUFFIX}" if options else name
         if progress:
-            progress(f"{frame_size[0]}x{frame_size[1]}: building {name}")
+            progress(f"{frame_size[0]}x{frame_size[1]}: building {label}")
         try:
             segmenter = Segmenter(model, metadata, device=device, input_size=input_size,
-                                  upsample=upsample, backend=name)
+                                  upsample=upsample, backend=name, backend_options=options)
         except Exception as error:  # any failure: report it and measure the others
             if name == REFERENCE_BACKEND:
                 raise
-            result.failed[name] = str(error).splitlines()[0] if str(error) else repr(error)
-            log.warning("%s not measured: %s", name, result.failed[name])
+            result.failed[label] = str(error).splitlines()[0] if str(error) else repr(error)
+            log.warning("%s not measured: %s", label, result.failed[label])
             continue
-        timed[segmenter.backend_name if name != "auto" else f"auto={segmenter.backend_name}"] = (
-            _Timed(segmenter, frames))
+        running = segmenter.backend_name
+        timed[f"auto={running}" if name == "auto" else
+              f"{running} {HOST_SUFFIX}" if options else running] = _Timed(segmenter, frames)
     for entry in timed.values():
         entry.warm_up(warmup)
     rounds = max(1, min(ROUNDS, iterations))
@@ -262,13 +270,25 @@ def format_size(result: SizeResult) -> str:
             f"{model.ratio_to_reference:>7.2f}x")
     for name, reason in result.failed.items():
         lines.append(f"{name:<24} not measured: {reason}")
+    lines.extend(_speedups_over_host(result))
     return "\n".join(lines)
+
+
+def _speedups_over_host(result: SizeResult) -> list[str]:
+    """The fastest frame-to-labels path against each host pre/post variant, same run."""
+    measured = {entry.backend: entry.end_to_end.median_ms for entry in result.backends}
+    if not measured:
+        return []
+    fastest = min(measured, key=measured.get)
+    return [f"{fastest} frame to labels: {median / measured[fastest]:.2f}x faster than {name}"
+            for name, median in measured.items() if name.endswith(f" {HOST_SUFFIX}")]
 
 
 REPORT_FOOTNOTE = (
     "e2e: Segmenter.predict, uint8 RGB frame to uint8 labels at frame size (resize, "
-    "normalise, network, upsample, argmax). model: the network alone on a ready input. "
-    "x eager: median of eager fp32 (torch:fp32) / median, same run.")
+    "normalise, network, upsample, argmax; OpenVINO: all but the resize in its compiled graph, "
+    f"'{HOST_SUFFIX}': on the host as the other backends). model: the network alone on a ready "
+    "input. x eager: median of eager fp32 (torch:fp32) / median, same run.")
 
 
 def format_report(results: Sequence[SizeResult]) -> str:

@@ -7,8 +7,11 @@ import pickle
 import re
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -17,6 +20,8 @@ from fbsnet_ros.model import FBSNet, FBSNetConfig
 
 # Bumped when the layout of the checkpoint dictionary changes.
 CHECKPOINT_FORMAT = 1
+# The checkpoint key of the INT8 model (OpenVINO IR as uint8 tensors), beside "metadata".
+INT8_MODEL_KEY = "int8_model"
 
 
 # How torch.save files begin: a zip archive (PyTorch >= 1.6), or the legacy format's pickled
@@ -45,6 +50,12 @@ class ModelMetadata:
     dataset: str = "unknown"
     training: dict = field(default_factory=dict)  # summary: recipe, epochs, val mIoU, time
     seed: int | None = None
+    # The INT8 model's record (`fbsnet-ros quantize`): accuracy gate, calibration, versions and
+    # the digest of the weights it was made from; empty when there is none.
+    int8: dict = field(default_factory=dict)
+    # The INT8 model itself, OpenVINO IR {"xml": bytes, "bin": bytes}; stored beside the
+    # metadata in the checkpoint as uint8 tensors, so weights_only loading reads it.
+    int8_model: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         num_classes = self.config.num_classes
@@ -65,6 +76,7 @@ class ModelMetadata:
             "dataset": self.dataset,
             "training": self.training,
             "seed": self.seed,
+            "int8": self.int8,
         }
 
     @classmethod
@@ -79,17 +91,24 @@ class ModelMetadata:
             dataset=values.get("dataset", "unknown"),
             training=values.get("training", {}),
             seed=values.get("seed"),
+            int8=values.get("int8", {}),
         )
 
 
 def atomic_save(obj, path: str | Path) -> None:
     """torch.save to a temporary file beside the target, then rename: never half-written."""
+    atomic_write(path, lambda stream: torch.save(obj, stream))
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(stream)` into a temporary file beside `path`, flushed to disk, then renamed over
+    `path`: a reader (or a crash) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp creates 0600; a checkpoint is as readable as any file the user writes.
@@ -163,11 +182,14 @@ def _is_torch_archive(path: Path) -> bool:
 def save_inference_checkpoint(model: FBSNet, metadata: ModelMetadata, path: str | Path) -> None:
     """One file, weights and metadata, no optimiser state."""
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    atomic_save(
-        {"format": CHECKPOINT_FORMAT, "kind": "inference", "metadata": metadata.to_dict(),
-         "state_dict": state},
-        path,
-    )
+    payload = {"format": CHECKPOINT_FORMAT, "kind": "inference", "metadata": metadata.to_dict(),
+               "state_dict": state}
+    if metadata.int8_model is not None:
+        # zlib: the IR's XML (~7 MB, shape arithmetic of the dynamic-size graph) shrinks 20x.
+        payload[INT8_MODEL_KEY] = {"encoding": "zlib", "parts": {
+            part: torch.frombuffer(bytearray(zlib.compress(data, 9)), dtype=torch.uint8)
+            for part, data in metadata.int8_model.items()}}
+    atomic_save(payload, path)
 
 
 def load_model(path: str | Path) -> tuple[FBSNet, ModelMetadata]:
@@ -181,6 +203,13 @@ def load_model(path: str | Path) -> tuple[FBSNet, ModelMetadata]:
         raise CheckpointError(f"{path}: {error}") from None
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint metadata is invalid ({error})") from None
+    stored = payload.get(INT8_MODEL_KEY)
+    if isinstance(stored, dict) and stored.get("encoding") == "zlib":
+        try:
+            metadata.int8_model = {part: zlib.decompress(tensor.numpy().tobytes())
+                                   for part, tensor in stored["parts"].items()}
+        except (KeyError, AttributeError, zlib.error) as error:
+            raise CheckpointError(f"{path}: damaged INT8 model ({error})") from None
     model = FBSNet(config=metadata.config)
     try:
         model.load_state_dict(payload["state_dict"])

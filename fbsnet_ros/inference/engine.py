@@ -43,16 +43,20 @@ class Segmenter:
     The network runs on a backend (fbsnet_ros.inference.backends): 'torch' (eager, the
     reference; fp16 on CUDA, fp32 on the CPU), 'torch-opt', 'onnxruntime', 'openvino', each
     optionally with ':precision', or 'auto'. Every backend shares the same resize, normalisation
-    and decoding, so their labels agree. Not thread-safe: one caller at a time.
+    and decoding (in the compiled graph for OpenVINO), so their labels agree. Not thread-safe:
+    one caller at a time.
     """
 
     def __init__(self, model: torch.nn.Module, metadata: ModelMetadata, *, device: str = "auto",
-                 input_size=None, upsample: str = "bilinear", backend: str = "torch") -> None:
+                 input_size=None, upsample: str = "bilinear", backend: str = "torch",
+                 backend_options: dict | None = None) -> None:
+        """`backend_options` go to the backend class (benchmarks: OpenVINO frame_graph=False)."""
         self.metadata = metadata
         self.device = resolve_device(device)
         self.input_size = check_input_size(input_size or metadata.input_size)
         self.transform = FrameTransform(self.input_size, metadata.mean, metadata.std, upsample)
-        self.backend = create_backend(backend, model.eval(), metadata, self.transform, self.device)
+        self.backend = create_backend(backend, model.eval(), metadata, self.transform, self.device,
+                                      **(backend_options or {}))
         self.palette = palette_array(metadata.palette)
 
     @classmethod

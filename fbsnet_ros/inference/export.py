@@ -1,22 +1,20 @@
-"""ONNX export with dynamic height and width, and the on-disk cache the runtimes read it from."""
+"""ONNX export with dynamic height and width, kept in the artefact cache the runtimes read."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fbsnet_ros.inference.checkpoint import ModelMetadata
+from fbsnet_ros.inference.artefacts import cache_dir, entry_name, runtime_versions
+from fbsnet_ros.inference.checkpoint import ModelMetadata, atomic_write
 from fbsnet_ros.model import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
@@ -27,8 +25,6 @@ OUTPUT_NAME = "logits"
 EXPORT_FORMAT = 1
 # Tracing size: any multiple of the output stride works, small keeps the export quick.
 TRACE_SIZE = (96, 128)
-# Where exported graphs are kept between runs; FBSNET_ROS_CACHE_DIR overrides it.
-CACHE_ENV = "FBSNET_ROS_CACHE_DIR"
 
 
 def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | None = None) -> Path:
@@ -63,7 +59,7 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | No
     proto.doc_string = "FBSNet semantic segmentation exported by fbsnet_ros"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, proto.SerializeToString())
+    atomic_write(path, lambda stream: stream.write(proto.SerializeToString()))
     onnx.checker.check_model(str(path))
     return path
 
@@ -83,39 +79,25 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def weights_digest(model: nn.Module) -> str:
-    """Names, shapes and values of the state dict plus the export format, as a short hash."""
-    digest = hashlib.sha256(f"fbsnet-onnx-{EXPORT_FORMAT}-{torch.__version__}".encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
-
-
-def cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fbsnet_ros"
-
-
 def cached_onnx(model: nn.Module, metadata: ModelMetadata | None = None) -> Path:
-    """The ONNX file for these weights, exported on first use (tens of seconds) and then reused."""
-    path = cache_dir() / f"fbsnet-{weights_digest(model)}.onnx"
+    """The ONNX file for these weights, exported on first use (tens of seconds) and then reused.
+
+    Keyed by the weights and the exporter's versions (the graph has dynamic sizes, and every
+    backend and precision reads the same file); an entry that does not load is exported again.
+    """
+    import onnx
+
+    name = entry_name(model, f"onnx-{EXPORT_FORMAT}",
+                      runtime_versions("onnx", "onnxscript"))
+    path = cache_dir() / "onnx" / f"{name}.onnx"
     if path.is_file():
-        log.debug("using cached ONNX export %s", path)
-        return path
+        try:
+            onnx.checker.check_model(str(path))
+        except Exception as error:  # any damage (truncated, garbage) means: export it again
+            log.warning("cached ONNX export %s is unreadable (%s); exporting again", path,
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+        else:
+            log.debug("using cached ONNX export %s", path)
+            return path
     log.info("exporting the model to ONNX (once for these weights) -> %s", path)
     return export_onnx(model, path, metadata)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,198 @@
+"""OpenVINO: the whole frame-to-labels path in one compiled graph, in fp32, bf16 or INT8.
+
+The graph takes the uint8 RGB frame already resized to the network input (NHWC, as the frame
+arrives) and returns uint8 labels at the frame's size: the uint8-to-float conversion and the
+normalisation are folded in front of the first convolution, and the upsampling and argmax
+follow the network, so nothing but the resize runs in Python. One graph is compiled per frame
+size (a camera rarely changes size); OpenVINO's model cache keeps the compiled graphs on disk
+between runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from fbsnet_ros.inference.artefacts import cache_dir, weights_digest
+from fbsnet_ros.inference.backends.base import Backend, BackendUnavailable, PerFrameSize, require
+from fbsnet_ros.inference.backends.cuda_graphs import nearest_indices
+from fbsnet_ros.inference.checkpoint import ModelMetadata
+from fbsnet_ros.inference.frames import FrameTransform
+
+log = logging.getLogger(__name__)
+
+# How a user makes the INT8 model that `openvino:int8` runs (it needs calibration frames).
+QUANTIZE_COMMAND = "fbsnet-ros quantize --weights WEIGHTS --output WEIGHTS_INT8"
+
+
+def openvino_capabilities() -> tuple[str, ...]:
+    import openvino
+
+    return tuple(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_core():
+    """An OpenVINO Core whose compiled models are cached on disk.
+
+    OpenVINO keys each cached blob by the model (graph and weights, so also input and frame
+    size), the compile options (precision), the device and its own version; a blob it cannot
+    import is compiled again and replaced.
+    """
+    import openvino
+
+    core = openvino.Core()
+    folder = cache_dir() / "openvino"
+    folder.mkdir(parents=True, exist_ok=True)
+    core.set_property({"CACHE_DIR": str(folder)})
+    return core
+
+
+def int8_refusal(metadata: ModelMetadata) -> str | None:
+    """Why these weights' INT8 model must not be chosen automatically (None: it may)."""
+    if metadata.int8_model is None:
+        return f"the weights hold no INT8 model (make one with `{QUANTIZE_COMMAND}`)"
+    gate = metadata.int8.get("gate", {})
+    if not gate.get("passed"):
+        return (f"the INT8 model failed its accuracy gate (CamVid val mIoU "
+                f"{gate.get('int8_miou')} vs fp32 {gate.get('fp32_miou')})" if gate
+                else "the INT8 model records no accuracy gate")
+    return None
+
+
+def read_network(core, model: torch.nn.Module, metadata: ModelMetadata, precision: str):
+    """The network as an openvino.Model (input 1x3xHxW normalised float, output logits)."""
+    if precision != "int8":
+        from fbsnet_ros.inference.export import cached_onnx
+
+        return core.read_model(str(cached_onnx(model, metadata)))
+    import openvino
+
+    if metadata.int8_model is None:
+        raise BackendUnavailable(f"openvino:int8: these weights hold no INT8 model; make one "
+                                 f"with `{QUANTIZE_COMMAND}` (calibrates on CamVid frames)")
+    if metadata.int8.get("weights_digest") != weights_digest(model):
+        raise BackendUnavailable(f"openvino:int8: the INT8 model in these weights was made "
+                                 f"from other weights; make it again with `{QUANTIZE_COMMAND}`")
+    ir = metadata.int8_model
+    return core.read_model(model=bytes(ir["xml"]), weights=openvino.Tensor(
+        np.frombuffer(bytes(ir["bin"]), np.uint8).copy()))
+
+
+def frame_to_labels_graph(network, transform: FrameTransform, frame_size: tuple[int, int]):
+    """`network` with the frame's pre- and post-processing around it, at fixed sizes.
+
+    In: 'frame' 1xhxwx3 uint8 RGB at the input size. Out: 'labels' 1xHxW uint8 at `frame_size`,
+    decoded as FrameTransform.to_labels does (bilinear: logits resized with half-pixel
+    centres, then argmax; nearest: argmax, then cv2 INTER_NEAREST's pick of source pixels).
+    """
+    import openvino
+    import openvino.opset13 as ops
+    from openvino.preprocess import PrePostProcessor
+
+    graph = network.clone()
+    graph.reshape({graph.input(0).get_any_name(): [1, 3, *transform.input_size]})
+    steps = PrePostProcessor(graph)
+    steps.input().tensor().set_element_type(openvino.Type.u8).set_layout(openvino.Layout("NHWC"))
+    steps.input().model().set_layout(openvino.Layout("NCHW"))
+    # (x - 255 mean) / (255 std) = (x / 255 - mean) / std, the training normalisation.
+    scale = (1.0 / transform.scale).flatten().tolist()
+    mean = (-transform.shift.flatten() * (1.0 / transform.scale).flatten()).tolist()
+    steps.input().preprocess().convert_element_type(openvino.Type.f32).mean(mean).scale(scale)
+    height, width = frame_size
+    resize_logits = transform.upsample == "bilinear" and frame_size != transform.input_size
+
+    def decode(logits):  # (1, K, h, w) float
+        if resize_logits:
+            logits = ops.interpolate(
+                logits, ops.constant(np.array([height, width], np.int64)), "linear_onnx",
+                "sizes", coordinate_transformation_mode="pytorch_half_pixel",
+                axes=ops.constant(np.array([2, 3], np.int64))).output(0)
+        # TopK with k=1 is OpenVINO's argmax; the index output is the label.
+        labels = ops.topk(logits, 1, 1, "max", "none", "i32").output(1)  # (1, 1, H', W')
+        labels = ops.convert(ops.squeeze(labels, [1]), "u8").output(0)  # (1, H', W')
+        if not resize_logits and frame_size != transform.input_size:
+            rows = nearest_indices(transform.input_size[0], height).numpy()
+            cols = nearest_indices(transform.input_size[1], width).numpy()
+            labels = ops.gather(labels, ops.constant(rows), 1).output(0)
+            labels = ops.gather(labels, ops.constant(cols), 2).output(0)
+        return labels  # (1, H, W) uint8
+
+    steps.output().postprocess().custom(decode)
+    graph = steps.build()
+    graph.input(0).get_tensor().set_names({"frame"})
+    graph.output(0).get_tensor().set_names({"labels"})
+    return graph
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO's CPU plugin: frame to labels in one graph; fp32, bf16 or INT8 (NNCF)."""
+
+    name = "openvino"
+    precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32", "bf16", "int8")}
+    # OpenVINO's inference precision per ours. INT8 runs what NNCF left unquantized in f32, so
+    # its accuracy gate holds on CPUs with and without bf16 alike.
+    INFERENCE_PRECISION: ClassVar[dict[str, str]] = {"fp32": "f32", "bf16": "bf16",
+                                                     "int8": "f32"}
+
+    @classmethod
+    def check(cls, device, precision) -> None:
+        super().check(device, precision)
+        # INT8 reads its model from the checkpoint; the others export ONNX first.
+        require(*(("openvino",) if precision == "int8" else ("openvino", "onnx", "onnxscript")))
+        if precision == "bf16" and "BF16" not in openvino_capabilities():
+            raise BackendUnavailable("this CPU has no native bf16 (OpenVINO reports "
+                                     f"{openvino_capabilities()})")
+
+    @classmethod
+    def auto_refusal(cls, precision, metadata) -> str | None:
+        return int8_refusal(metadata) if precision == "int8" else None
+
+    def __init__(self, model, metadata, transform, device, precision, *,
+                 frame_graph: bool = True) -> None:
+        """`frame_graph=False`: pre- and post-processing on the host, as before issue 15 (for
+        benchmarks)."""
+        super().__init__(model, metadata, transform, device, precision)
+        import openvino
+
+        self.version = openvino.get_version().split("-")[0]
+        self.core = openvino_core()
+        self.network = read_network(self.core, model, metadata, precision)
+        if precision == "int8" and metadata.int8.get("gate") and int8_refusal(metadata):
+            log.warning("openvino:int8 chosen explicitly although %s", int8_refusal(metadata))
+        # Set explicitly: on CPUs with bf16 OpenVINO would otherwise pick bf16 by itself.
+        self.config = {"INFERENCE_PRECISION_HINT": self.INFERENCE_PRECISION[precision],
+                       "PERFORMANCE_HINT": "LATENCY"}
+        self.frame_graph = frame_graph
+        self._frame_graphs = PerFrameSize(self._compile_frame_graph,
+                                          "an OpenVINO frame-to-labels graph")
+        self._network_request = None
+
+    def describe(self) -> str:
+        where = "pre/post in the graph" if self.frame_graph else "pre/post on the host"
+        return f"{self.spec} on {self.device} (OpenVINO {self.version}, {where})"
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        if not self.frame_graph:
+            return super().segment(image)
+        request = self._frame_graphs.get(image.shape[:2])
+        frame = np.ascontiguousarray(self.transform.resize(image))[np.newaxis]
+        request.infer({0: frame}, share_inputs=True)
+        # OpenVINO's output buffer is reused by the next frame: the caller gets a copy.
+        return request.get_output_tensor(0).data[0].copy()
+
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._network_request is None:
+            network = self.network.clone()
+            network.reshape({network.input(0).get_any_name(): [1, 3, *self.transform.input_size]})
+            compiled = self.core.compile_model(network, "CPU", self.config)
+            self._network_request = compiled.create_infer_request()
+        self._network_request.infer({0: batch.numpy()}, share_inputs=True)
+        # A view of OpenVINO's output buffer, valid until the next call: decoded right away.
+        return torch.from_numpy(self._network_request.get_output_tensor(0).data)
+
+    def _compile_frame_graph(self, frame_size: tuple[int, int]):
+        graph = frame_to_labels_graph(self.network, self.transform, frame_size)
+        return self.core.compile_model(graph, "CPU", self.config).create_infer_request()

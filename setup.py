@@ -13,8 +13,9 @@ EXTRAS = {
     "onnx": ONNX_EXPORT,
     # backend: onnxruntime (CPU).
     "onnxruntime": ["onnxruntime>=1.32.0", *ONNX_EXPORT],
-    # backend: openvino (Intel CPU/GPU).
-    "openvino": ["openvino>=2026.4.1", *ONNX_EXPORT],
+    # backend: openvino (Intel CPU/GPU); nncf makes the INT8 model (`fbsnet-ros quantize`),
+    # which openvino:int8 then runs without it.
+    "openvino": ["openvino>=2026.4.1", "nncf>=3.4.0", *ONNX_EXPORT],
     # Training and evaluation: plots, TensorBoard logs, Cityscapes label table.
     "training": ["matplotlib>=3.8", "tensorboard>=2.15", "cityscapesscripts==2.3.0"],
     # colcon test picks its pytest step from this extra (tests_require is no longer read).

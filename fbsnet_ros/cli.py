@@ -87,7 +87,9 @@ def _output_file(option: str, path: str | Path, *, overwrite: bool = True,
     return path
 
 
-def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+def _add_engine_options(parser: argparse.ArgumentParser, default_backend: str = "torch") -> None:
+    """--weights, --device, --input-size, --upsample, --backend (scoring commands default to
+    the eager fp32 reference; commands that only produce labels to the fastest, auto)."""
     from fbsnet_ros.inference.frames import UPSAMPLE_MODES
 
     parser.add_argument("--weights", default=None,
@@ -98,10 +100,11 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upsample", choices=UPSAMPLE_MODES, default="bilinear",
                         help="logits back to frame size (bilinear, accurate) "
                              "or labels (nearest, fast)")
-    parser.add_argument("--backend", default="torch", metavar="NAME[:PRECISION]",
+    parser.add_argument("--backend", default=default_backend, metavar="NAME[:PRECISION]",
                         help="inference runtime: torch (eager, the reference), torch-opt, "
-                             "onnxruntime, openvino, openvino:bf16, ... or auto (the fastest "
-                             "installed one that passes the agreement test); default torch")
+                             "onnxruntime, openvino, openvino:bf16, openvino:int8, ... or auto "
+                             "(the fastest installed one that passes its accuracy test); "
+                             f"default {default_backend}")
 
 
 def _check_engine_options(args) -> None:
@@ -190,6 +193,8 @@ def cmd_evaluate(args, extra) -> int:
     with tqdm(total=count, desc="evaluate", disable=not sys.stderr.isatty()) as progress:
         confusion, scored = score_frames(segmenter, frames, progress)
     report = report_for(confusion, segmenter.class_names, scored)
+    report["backend"] = segmenter.backend_name
+    print(f"backend {segmenter.backend_name} on {segmenter.device}")
     print(format_report(report))
     if args.report:
         write_report(report, args.report)
@@ -229,6 +234,7 @@ def cmd_predict(args, extra) -> int:
     with tqdm(total=len(plan.inputs), desc="predict", unit="file",
               disable=not sys.stderr.isatty()) as progress:
         summary = run_predict(segmenter, plan, write_outputs, progress)
+    print(f"backend {segmenter.backend_name} on {segmenter.device}")
     print(summary.line(plan.output_dir))
     return EXIT_SOME_FAILED if summary.failed else 0
 
@@ -246,6 +252,27 @@ def cmd_export(args, extra) -> int:
         export_onnx(model, args.output, metadata)
     print(f"wrote {args.output}")
     return 0
+
+
+def cmd_quantize(args, extra) -> int:
+    from fbsnet_ros.inference import default_weights_path
+    from fbsnet_ros.inference.checkpoint import load_model, save_inference_checkpoint
+    from fbsnet_ros.inference.quantize import add_int8_model
+
+    weights = args.weights or default_weights_path()
+    _output_file("--output", args.output, overwrite=args.overwrite, inputs=(weights,))
+    data_root = args.data_root or default_camvid_root()
+    model, metadata = load_model(weights)
+    result = add_int8_model(model, metadata, data_root, calibration_frames=args.calibration_frames,
+                            gate_frames=args.gate_frames,
+                            progress=logging.getLogger("fbsnet_ros.quantize").info)
+    save_inference_checkpoint(model, metadata, args.output)
+    verdict = "passed" if result.passed else "FAILED (auto will not choose openvino:int8)"
+    print(f"INT8 accuracy gate {verdict}: CamVid val mIoU {result.int8_miou:.2f} % "
+          f"(openvino:int8) vs {result.fp32_miou:.2f} % (torch:fp32) on {result.frames} "
+          f"frames, drop {result.drop:+.2f} points (at most {result.max_drop})")
+    print(f"wrote {args.output}")
+    return 0 if result.passed else EXIT_SOME_FAILED
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -302,9 +329,13 @@ def cmd_benchmark(args, extra) -> int:
     model, metadata = _benchmark_model(args.weights)
     device = resolve_device(args.device)
     backends = args.backends or available_backends(device)
-    for name in backends:
-        with _invalid_values("--backends"):
-            BackendSpec.parse(name)
+    for option, names in (("--backends", backends), ("--host-pre-post", args.host_pre_post)):
+        for name in names:
+            with _invalid_values(option):
+                BackendSpec.parse(name)
+    if any(not name.startswith("openvino") for name in args.host_pre_post):
+        raise InvalidValue("--host-pre-post: only openvino backends run pre- and "
+                           "post-processing in their graph")
     log = logging.getLogger("fbsnet_ros.benchmark")
     results = []
     print(format_machine(), flush=True)
@@ -312,7 +343,8 @@ def cmd_benchmark(args, extra) -> int:
         results.append(benchmark_size(
             model, metadata, backends, frame_size, args.input_size, device=args.device,
             iterations=args.iterations, warmup=args.warmup, upsample=args.upsample,
-            data_root=args.data_root or default_camvid_root(), progress=log.info))
+            data_root=args.data_root or default_camvid_root(), host_pre_post=args.host_pre_post,
+            progress=log.info))
         # Each size's table as soon as it is measured: a long sweep interrupted keeps them.
         print(f"\n{format_size(results[-1])}", flush=True)
     print(f"\n{REPORT_FOOTNOTE}")
@@ -410,7 +442,7 @@ def cmd_demo(args, extra) -> int:
     try:
         return run_demo(weights=args.weights, images=args.images, video=args.video,
                         frames=args.frames, output=args.output, size=(height, width),
-                        params_file=args.params_file)
+                        params_file=args.params_file, backend=args.backend)
     except FileNotFoundError as error:  # run_demo's own: the node's console script is missing
         raise UserError(str(error)) from None
 
@@ -455,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "name (x.jpg, x.png) become x_jpg.png and x_png.png. Nothing is written "
                     "over an input; existing outputs only with --overwrite. An unreadable "
                     "input is reported and skipped; exit status 1 if any failed.")
-    _add_engine_options(predict)
+    _add_engine_options(predict, default_backend="auto")
     predict.add_argument("--input", required=True,
                          help="folder of images, one image file, or one video file")
     predict.add_argument("--output", required=True,
@@ -476,6 +508,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing --output (never the --weights file)")
     export.set_defaults(handler=cmd_export)
+
+    quantize = commands.add_parser(
+        "quantize", help="add an INT8 model (openvino:int8) to a checkpoint, with its accuracy "
+                         "gate",
+        description="Post-training INT8 quantization (OpenVINO + NNCF) calibrated on CamVid "
+                    "train frames; writes a copy of --weights holding the INT8 model and its "
+                    "accuracy gate (CamVid val mIoU of openvino:int8 within 0.5 points of eager "
+                    "fp32), which backend auto requires. Exit status 1 when the gate fails: the "
+                    "file is written, but auto will not choose it.")
+    quantize.add_argument("--weights", default=None,
+                          help="checkpoint (default: the package's shipped CamVid weights)")
+    quantize.add_argument("--output", required=True, help="file to write (not --weights)")
+    quantize.add_argument("--overwrite", action="store_true",
+                          help="replace an existing --output (never the --weights file)")
+    quantize.add_argument("--data-root", default=None,
+                          help=f"CamVid folder (default: {CAMVID_BESIDE_PROJECT} beside the "
+                               "project)")
+    quantize.add_argument("--calibration-frames", type=_count(1), default=None,
+                          help="CamVid train frames to calibrate on, spread over the split "
+                               "(default: NNCF's 300)")
+    quantize.add_argument("--gate-frames", type=_count(1), default=None,
+                          help="CamVid val frames the gate scores (default: all)")
+    quantize.set_defaults(handler=cmd_quantize)
 
     benchmark = commands.add_parser(
         "benchmark", help="latency of every backend side by side, params and FLOPs",
@@ -501,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"CamVid frames to time on (default: "
                                 f"{CAMVID_BESIDE_PROJECT} beside the project; random frames "
                                 "when absent)")
+    benchmark.add_argument("--host-pre-post", nargs="+", default=[], metavar="NAME[:PRECISION]",
+                           help="also time these OpenVINO backends with pre- and post-processing "
+                                "on the host, outside their graph (the path before it moved in), "
+                                "e.g. openvino:bf16")
     benchmark.add_argument("--json", default=None, help="also write the results here")
     benchmark.set_defaults(handler=cmd_benchmark)
 
@@ -599,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo_output", help="folder for overlay/label PNGs")
     demo.add_argument("--params-file", default=None,
                       help="node parameters (default: config/segmentation.yaml)")
+    demo.add_argument("--backend", default="auto", metavar="NAME[:PRECISION]",
+                      help="the node's inference backend, over --params-file's (default auto: "
+                           "the fastest that passes its accuracy test)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

@@ -38,7 +38,8 @@ ROSDEP_KEYS = {
 }
 # Modules rosdep cannot install, behind the pip extras of setup.py (import name = pip name).
 # They must only be imported where they are used, so the node starts without them.
-PIP_EXTRA_MODULES = {"onnx", "onnxruntime", "openvino", "matplotlib", "cityscapesscripts"}
+PIP_EXTRA_MODULES = {"onnx", "onnxruntime", "openvino", "nncf", "matplotlib",
+                     "cityscapesscripts"}
 
 
 def python_files(roots: list[Path]) -> list[Path]:

@@ -161,7 +161,8 @@ def stop_node_process(process: subprocess.Popen) -> None:
 
 
 def run_demo(*, weights: str | None, images: str | None, video: str | None, frames: int,
-             output: str, size: tuple[int, int], params_file: str | None) -> int:
+             output: str, size: tuple[int, int], params_file: str | None,
+             backend: str = "auto") -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -180,6 +181,8 @@ def run_demo(*, weights: str | None, images: str | None, video: str | None, fram
                str(params_file or default_params_file())]
     if weights:
         command += ["-p", f"weights:={Path(weights).resolve()}"]
+    # The fastest backend unless told otherwise; the node logs what auto chose.
+    command += ["-p", f"backend:={backend}"]
     node_process = subprocess.Popen(command)
     rclpy.init()
     camera = DemoCamera()

@@ -93,9 +93,10 @@ OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
 LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             reliability=ReliabilityPolicy.RELIABLE,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# Best effort matches reliable and best-effort camera drivers alike; calibration is small.
-CAMERA_INFO_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                                   reliability=ReliabilityPolicy.BEST_EFFORT)
+# camera_info messages the subscription keeps; its reliability follows the image input's
+# (a driver publishes both alike): a best-effort reader of a reliable writer was seen here to
+# miss every camera_info, now and then, in Fast DDS.
+CAMERA_INFO_INPUT_DEPTH = 5
 # camera_info messages kept to find the one with a label image's stamp.
 CAMERA_INFO_HISTORY = 10
 # LabelInfo.threshold: no confidence threshold is applied yet (issue 12, item 2).
@@ -406,8 +407,7 @@ class SegmentationNodeBase:
         reliability = (ReliabilityPolicy.RELIABLE if self.input_reliability == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
         self.image_subscription = self._subscribe_input(reliability, qos_overrides)
-        self.camera_info_subscription = self.create_subscription(
-            CameraInfo, self.camera_info_topic, self._on_camera_info, CAMERA_INFO_INPUT_QOS)
+        self._subscribe_camera_info()
         self.core.statistics.record_input_reliability(self._input_reliability_name(),
                                                       switched=False)
         self.publisher_check_timer = self.create_timer(
@@ -430,6 +430,15 @@ class SegmentationNodeBase:
         self.publisher_check_timer = self.image_subscription = None
         self.camera_info_subscription = None
         self.core.stop()
+
+    def _subscribe_camera_info(self) -> None:
+        """(Re)subscribe to camera_info with the image input's reliability."""
+        if self.camera_info_subscription is not None:
+            self.destroy_subscription(self.camera_info_subscription)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=CAMERA_INFO_INPUT_DEPTH,
+                         reliability=self.image_subscription.qos_profile.reliability)
+        self.camera_info_subscription = self.create_subscription(
+            CameraInfo, self.camera_info_topic, self._on_camera_info, qos)
 
     def _subscribe_input(self, reliability: ReliabilityPolicy,
                          qos_overrides: QoSOverridingOptions):
@@ -470,6 +479,7 @@ class SegmentationNodeBase:
         self.destroy_subscription(self.image_subscription)
         self.image_subscription = self._subscribe_input(
             wanted, QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+        self._subscribe_camera_info()
         reliability = self._input_reliability_name()
         self.core.statistics.record_input_reliability(reliability, switched=True)
         offered = ("all offer reliable" if all_reliable else

@@ -19,6 +19,8 @@ from fbsnet_ros.errors import InvalidValue, UserError
 
 EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """UserError and its subclasses (CheckpointError, DatasetError, InvalidValue), and the
     errors of modules that name the user's file or option without deriving from it."""

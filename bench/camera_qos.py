@@ -7,7 +7,8 @@ once: a frame with no complete answer within --timeout counts as lost, so the fi
 transport's and the node's, not a retry loop's.
 
     .venv/bin/python bench/camera_qos.py --size 1080x1920 --reliability best_effort
-    export FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml  # the camera's side
+    # the camera's side; Jazzy and Humble (Fast DDS 2) read FASTRTPS_DEFAULT_PROFILES_FILE
+    export FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml
     .venv/bin/python bench/camera_qos.py --size 1080x1920 --reliability best_effort
 
 Run it beside a node started as users start it (`segmentation_node --ros-args --params-file
@@ -30,6 +31,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES
 
 # Bytes per pixel of the encodings a camera driver typically publishes.
 BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1, "yuv422": 2, "yuv422_yuy2": 2}
@@ -127,7 +130,8 @@ def run(arguments) -> dict:
     report = {"size": [height, width], "encoding": arguments.encoding,
               "reliability": arguments.reliability,
               "answer_reliability": arguments.answer_reliability,
-              "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""),
+              "fastdds_profile": next((os.environ[name] for name in FASTDDS_PROFILES_FILE_VARIABLES
+                                       if name in os.environ), ""),
               "sent": 0, "answered": 0, "answered_per_output": dict.fromkeys(outputs, 0),
               "wrong": [], "latencies_ms": []}
     try:

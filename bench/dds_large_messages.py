@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
+
 PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_frames.xml"
 DATA_TOPIC, ACK_TOPIC = "/large_messages", "/large_messages_ack"
 MATCH_TIMEOUT_S = 30.0
@@ -89,10 +91,11 @@ def writer(arguments) -> int:
 
 
 def environment(loads_profile: bool) -> dict:
-    variables = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    variables.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    variables = {name: value for name, value in os.environ.items()
+                 if name not in FASTDDS_PROFILES_FILE_VARIABLES}
+    variables["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if loads_profile:
-        variables["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+        variables.update(fastdds_profiles_env(PROFILE))
     return variables
 
 

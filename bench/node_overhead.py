@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
 from fbsnet_ros.ros.demo import stop_node_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +91,10 @@ def add_transport_arguments(parser: argparse.ArgumentParser, large_frames_defaul
 
 def use_large_frames_profile(enabled: bool) -> None:
     """Before any participant exists: Fast DDS reads the variable once per process."""
+    for variable in FASTDDS_PROFILES_FILE_VARIABLES:
+        os.environ.pop(variable, None)
     if enabled:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_FRAMES_PROFILE)
-    else:
-        os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        os.environ.update(fastdds_profiles_env(LARGE_FRAMES_PROFILE))
 
 
 def isolate_dds(domain_id: int | None) -> int:

@@ -24,12 +24,12 @@ from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES
+
 # The node subscribes to this absolute name; camera_topic remaps exactly it.
 NODE_INPUT_TOPIC = "/camera/image_raw"
 # ... and this one for the calibration (image_transport's sibling of the image topic).
 NODE_CAMERA_INFO_TOPIC = "/camera/camera_info"
-# Read by Fast DDS when a process creates its first participant.
-FASTDDS_PROFILES_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -76,9 +76,11 @@ def generate_launch_description() -> LaunchDescription:
             "large_frames", default_value="false",
             description="true: processes started by this launch load the Fast DDS profile "
                         "for frames over 512 KB to best-effort readers (64 MB of /dev/shm each)"),
-        SetEnvironmentVariable(
-            FASTDDS_PROFILES_VARIABLE, large_frames_profile,
-            condition=IfCondition(LaunchConfiguration("large_frames"))),
+        # Read by Fast DDS when a process creates its first participant: one name on
+        # Kilted's Fast DDS 3, the other on Jazzy's and Humble's Fast DDS 2.
+        *[SetEnvironmentVariable(variable, large_frames_profile,
+                                 condition=IfCondition(LaunchConfiguration("large_frames")))
+          for variable in FASTDDS_PROFILES_FILE_VARIABLES],
         Node(executable="segmentation_node",
              condition=UnlessCondition(LaunchConfiguration("managed")), **node_settings),
         Node(executable="segmentation_lifecycle_node",

@@ -185,7 +185,11 @@ def test_large_frames_sets_the_fastdds_profile_for_the_launched_processes(launch
     name, value = set_environment.args
     condition = launch_file.keywords(set_environment)["condition"]
 
-    assert launch_file.value(name) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    # One action per name Fast DDS reads (Kilted's and Jazzy's), from compat's one list.
+    assert isinstance(name, ast.Name) and name.id == "variable"
+    loops = [node for node in ast.walk(launch_file.tree) if isinstance(node, ast.comprehension)]
+    assert any(isinstance(loop.iter, ast.Name) and loop.iter.id == "FASTDDS_PROFILES_FILE_VARIABLES"
+               for loop in loops)
     assert isinstance(value, ast.Name) and value.id == "large_frames_profile"
     (profile_path,) = [call for call in launch_file.calls_to("join")
                        if "fastdds_large_frames.xml" in map(launch_file.value, call.args)]

@@ -31,6 +31,7 @@ from ros_helpers import (
 )
 from sensor_msgs.msg import Image
 
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
 from fbsnet_ros.ros.node_base import PUBLISHER_CHECK_PERIOD_S, STOP_GRACE_S
 from fbsnet_ros.ros.node_core import STALE_INPUT_S
 
@@ -74,10 +75,10 @@ def run_camera(tmp_path, *, size: str, encoding: str = "rgb8", reliability: str 
                camera_topic: str = CAMERA_TOPIC) -> dict:
     """bench/camera_qos.py in its own process; its JSON report."""
     report_path = tmp_path / f"camera_{size}_{encoding}_{reliability}.json"
-    environment = {**os.environ}
-    environment.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in FASTDDS_PROFILES_FILE_VARIABLES}
     if large_frames_profile:
-        environment["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_FRAMES_PROFILE)
+        environment.update(fastdds_profiles_env(LARGE_FRAMES_PROFILE))
     completed = subprocess.run(
         [sys.executable, str(CAMERA_SCRIPT), "--size", size, "--encoding", encoding,
          "--reliability", reliability, "--frames", str(frames), "--outputs", *outputs,
@@ -147,7 +148,7 @@ def test_large_outputs_reach_a_best_effort_subscriber_in_another_process(tmp_pat
     namespace, camera_topic = "/outputs_test", "/outputs_test/image_raw"
     # The node's process publishes the large messages, so it is the one that loads the profile.
     node = NodeProcess(tmp_path / "node.log", [], remapped(namespace, camera_topic),
-                       {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_FRAMES_PROFILE)})
+                       fastdds_profiles_env(LARGE_FRAMES_PROFILE))
     try:
         node.wait_for_output(READY_LINE)
         report = run_camera(tmp_path, size="720x1280", answer_reliability="best_effort",

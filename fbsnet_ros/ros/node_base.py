@@ -154,10 +154,10 @@ def parameter_declarations(managed: bool = False) -> list[tuple[str, object, Par
             description="how class scores return to camera resolution: bilinear (smoother "
                         "borders) or nearest (cheaper)",
             read_only=True, additional_constraints="one of: " + ", ".join(UPSAMPLE_MODES))),
-        ("backend", "torch", ParameterDescriptor(
-            description="inference runtime, name[:precision]: torch (eager PyTorch, the "
-                        "reference), torch-opt, onnxruntime, openvino; auto picks the fastest "
-                        "installed one that passes the label-agreement test and logs its choice"
+        ("backend", "auto", ParameterDescriptor(
+            description="inference runtime, name[:precision]: auto (default) picks the fastest "
+                        "installed one that passes the accuracy gates and logs its choice; "
+                        "torch (eager PyTorch, the reference), torch-opt, onnxruntime, openvino"
                         + reloadable,
             read_only=not managed,
             additional_constraints="one of: " + ", ".join(backend_choices()))),

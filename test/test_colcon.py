@@ -17,7 +17,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 PACKAGE = "fbsnet_ros"
-EXECUTABLES = ["segmentation_node", "fbsnet-ros"]
+EXECUTABLES = ["segmentation_node", "segmentation_lifecycle_node", "fbsnet-ros"]
 COLCON_TEST_MARKERS = "packaging or linter"
 
 

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from fbsnet_ros.checkpoint import save_inference_checkpoint
 from fbsnet_ros.data.datasets import camvid
 from fbsnet_ros.inference import Segmenter, default_weights_path, load_model
-from fbsnet_ros.inference.backends import BackendUnavailable, available_backends
-from fbsnet_ros.inference.checkpoint import save_inference_checkpoint
+from fbsnet_ros.inference.backends import (
+    AUTO_PREFERENCE,
+    BackendUnavailable,
+    available_backends,
+)
 from fbsnet_ros.inference.quantize import GATE_MAX_DROP, GateResult, evenly_spaced, run_gate
 
 pytestmark = pytest.mark.skipif(
@@ -55,7 +59,7 @@ def test_int8_without_a_model_names_the_command_that_makes_one(random_checkpoint
         Segmenter.from_checkpoint(random_checkpoint, device="cpu", backend="openvino:int8")
 
 
-def test_quantize_writes_the_int8_model_and_its_gate(quantized, camvid_root, caplog):
+def test_quantize_writes_the_int8_model_and_its_gate(quantized, camvid_root, monkeypatch):
     # Random weights label every pixel alike, in fp32 and INT8: the gate passes (exit 0).
     assert quantized["status"] == 0
     payload = torch.load(quantized["path"], weights_only=True)
@@ -65,19 +69,21 @@ def test_quantize_writes_the_int8_model_and_its_gate(quantized, camvid_root, cap
     gate = metadata.int8["gate"]
     assert gate["frames"] == 2 and gate["split"] == "val"
     assert metadata.int8["calibration"]["frames"] == 4
-    with caplog.at_level(logging.INFO, logger="fbsnet_ros"):
-        segmenter = Segmenter.from_checkpoint(quantized["path"], device="cpu", backend="auto")
+    # Where int8 comes first (CPUs without bf16), auto takes it for weights that passed.
+    monkeypatch.setitem(AUTO_PREFERENCE, "cpu", ("openvino:int8", "torch:fp32"))
+    segmenter = Segmenter.from_checkpoint(quantized["path"], device="cpu", backend="auto")
     assert segmenter.backend_name == "openvino:int8"
     image, _ = camvid(camvid_root, "val").load(0)
     labels = segmenter.predict(image)
     assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
 
 
-def test_auto_passes_over_int8_whose_gate_failed(quantized, tmp_path, caplog):
+def test_auto_passes_over_int8_whose_gate_failed(quantized, tmp_path, caplog, monkeypatch):
     model, metadata = load_model(quantized["path"])
     metadata.int8["gate"]["passed"] = False
     failed = tmp_path / "failed_gate.pt"
     save_inference_checkpoint(model, metadata, failed)
+    monkeypatch.setitem(AUTO_PREFERENCE, "cpu", ("openvino:int8", "torch:fp32"))
     with caplog.at_level(logging.INFO, logger="fbsnet_ros"):
         segmenter = Segmenter.from_checkpoint(failed, device="cpu", backend="auto")
     assert segmenter.backend_name != "openvino:int8"

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fbsnet_ros.checkpoint import ModelMetadata
 from fbsnet_ros.inference.backends.base import PRECISIONS, Backend, BackendUnavailable
 from fbsnet_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fbsnet_ros.inference.backends.openvino_backend import OpenVinoBackend
 from fbsnet_ros.inference.backends.pytorch import OptimizedTorchBackend, TorchBackend
-from fbsnet_ros.inference.checkpoint import ModelMetadata
 from fbsnet_ros.inference.frames import FrameTransform
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,16 @@ AUTO = "auto"
 # The fixed order `auto` tries, per device type, by speed measured with `fbsnet-ros benchmark`
 # on this project's 2-core AMD EPYC (AVX-512 with VNNI and bf16, no AMX) at 360x480 and
 # 512x1024. OpenVINO runs the whole frame-to-labels path in one graph (README "Speed").
-# int8 comes first but only for weights whose metadata records a passed accuracy gate (CamVid
-# val mIoU within 0.5 points of eager fp32, `fbsnet-ros quantize`); bf16 is listed because it
-# passes the label-agreement test with the trained CamVid weights (99.80 % of CamVid val
-# pixels, worst frame 99.65 %); a CPU without native bf16 skips it. On CUDA, fp16 with CUDA
-# graphs removes the per-layer launch cost (the CUDA agreement tests gate it where a GPU is
-# present).
+# bf16 is listed because it passes the label-agreement test with the trained CamVid weights
+# (99.80 % of CamVid val pixels, worst frame 99.65 %); a CPU without native bf16 skips it.
+# int8 only for weights whose metadata records a passed accuracy gate (CamVid val mIoU within
+# 0.5 points of eager fp32, `fbsnet-ros quantize`); it comes after bf16 because on that EPYC it
+# measured slower than bf16 and about as fast as fp32 (FBSNet's depthwise and PReLU layers
+# stay fp32, and the layout changes between int8 and fp32 layers cost what VNNI saves), and
+# before fp32 for CPUs without bf16. On CUDA, fp16 with CUDA graphs removes the per-layer
+# launch cost (the CUDA agreement tests gate it where a GPU is present).
 AUTO_PREFERENCE = {
-    "cpu": ("openvino:int8", "openvino:bf16", "openvino:fp32", "torch-opt:fp32",
+    "cpu": ("openvino:bf16", "openvino:int8", "openvino:fp32", "torch-opt:fp32",
             "onnxruntime:fp32", "torch:fp32"),
     "cuda": ("torch-opt:fp16", "torch:fp16", "torch:fp32"),
 }

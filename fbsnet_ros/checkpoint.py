@@ -1,4 +1,8 @@
-"""Checkpoint files: atomic writes, weights_only loads, and the metadata inference needs."""
+"""Checkpoint files: format, inference layout and metadata, atomic writes, weights_only loads.
+
+Below both training and inference (it imports torch and the model only): the training loop
+writes its resume state in the same format, and the engine and the backends read it.
+"""
 
 from __future__ import annotations
 

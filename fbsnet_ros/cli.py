@@ -242,7 +242,7 @@ def cmd_predict(args, extra) -> int:
 
 
 def cmd_export(args, extra) -> int:
-    from fbsnet_ros.inference.checkpoint import load_model, save_inference_checkpoint
+    from fbsnet_ros.checkpoint import load_model, save_inference_checkpoint
 
     _output_file("--output", args.output, overwrite=args.overwrite, inputs=(args.weights,))
     model, metadata = load_model(args.weights)
@@ -257,8 +257,8 @@ def cmd_export(args, extra) -> int:
 
 
 def cmd_quantize(args, extra) -> int:
+    from fbsnet_ros.checkpoint import load_model, save_inference_checkpoint
     from fbsnet_ros.inference import default_weights_path
-    from fbsnet_ros.inference.checkpoint import load_model, save_inference_checkpoint
     from fbsnet_ros.inference.quantize import add_int8_model
 
     weights = args.weights or default_weights_path()

@@ -31,13 +31,13 @@ def camvid_root() -> Path:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised CamVid FBSNet inference checkpoint, written the real way."""
+    from fbsnet_ros.checkpoint import ModelMetadata, save_inference_checkpoint
     from fbsnet_ros.data.classes import (
         CAMVID_CLASS_NAMES,
         CAMVID_PALETTE,
         IMAGENET_MEAN,
         IMAGENET_STD,
     )
-    from fbsnet_ros.inference.checkpoint import ModelMetadata, save_inference_checkpoint
     from fbsnet_ros.model import FBSNet, FBSNetConfig
 
     torch.manual_seed(0)

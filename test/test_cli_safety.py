@@ -219,7 +219,7 @@ class RunsCode:
 def test_checkpoint_messages_tell_the_cases_apart(random_checkpoint, tmp_path):
     import torch
 
-    from fbsnet_ros.inference.checkpoint import CheckpointError, safe_load
+    from fbsnet_ros.checkpoint import CheckpointError, safe_load
 
     holds_code = tmp_path / "holds_code.pt"
     torch.save({"state_dict": {"weight": RunsCode()}, "metadata": {}}, holds_code)

@@ -12,9 +12,9 @@ import torch
 from test_training import assert_same_training_state, run_values, single_thread, tiny_camvid
 from torch.nn import functional as F
 
+from fbsnet_ros.checkpoint import safe_load
 from fbsnet_ros.data.classes import IGNORE_INDEX
 from fbsnet_ros.data.datasets import camvid
-from fbsnet_ros.inference.checkpoint import safe_load
 from fbsnet_ros.training.config import load_train_config
 from fbsnet_ros.training.curves import CURVE_FILE
 from fbsnet_ros.training.device_data import BatchAugment, DeviceFrames, Photometric, device_batches

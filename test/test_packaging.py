@@ -183,3 +183,13 @@ def test_ros_imports_stay_at_the_edge():
     model_imports = set().union(*(imported_names(p) for p in (package / "model").glob("*.py")))
     assert not any(name.startswith(("fbsnet_ros.training", "fbsnet_ros.data",
                                     "fbsnet_ros.inference")) for name in model_imports)
+
+
+def test_training_and_checkpoints_do_not_import_the_engine():
+    """Training reads and writes checkpoints without loading the engine and every backend."""
+    package = REPO_ROOT / PACKAGE
+    training_imports = set().union(
+        *(imported_names(p) for p in (package / "training").glob("*.py")))
+    assert not [name for name in training_imports if name.startswith("fbsnet_ros.inference")]
+    assert {name for name in imported_names(package / "checkpoint.py")
+            if name.startswith("fbsnet_ros")} <= {"fbsnet_ros.model", "fbsnet_ros.errors"}

@@ -23,8 +23,8 @@ import yaml
 from torch.nn import functional as F
 
 from fbsnet_ros import cli
+from fbsnet_ros.checkpoint import CheckpointError, load_model, safe_load
 from fbsnet_ros.data.classes import IGNORE_INDEX
-from fbsnet_ros.inference.checkpoint import CheckpointError, load_model, safe_load
 from fbsnet_ros.training.config import TrainConfig, load_train_config
 from fbsnet_ros.training.loop import Trainer, train, train_one_epoch
 from fbsnet_ros.training.losses import OhemCrossEntropy, enet_class_weights
@@ -176,7 +176,7 @@ def _orphan_checkpoint_write(target: Path) -> None:
     """What SIGKILL between atomic_save's write and its rename leaves: a temporary file."""
     script = (
         "import os, signal, sys, torch\n"
-        "from fbsnet_ros.inference import checkpoint\n"
+        "from fbsnet_ros import checkpoint\n"
         "checkpoint.os.replace = lambda *paths: os.kill(os.getpid(), signal.SIGKILL)\n"
         "checkpoint.atomic_save({'partial': torch.zeros(3)}, sys.argv[1])\n")
     done = subprocess.run([sys.executable, "-c", script, str(target)], env=SUBPROCESS_ENV,

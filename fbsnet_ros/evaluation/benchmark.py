@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fbsnet_ros.inference.checkpoint import ModelMetadata
+from fbsnet_ros.checkpoint import ModelMetadata
 from fbsnet_ros.model import OUTPUT_STRIDE, count_parameters
 
 log = logging.getLogger(__name__)

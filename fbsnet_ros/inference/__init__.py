@@ -1,6 +1,6 @@
 """Inference: checkpoints, the Segmenter engine, palettes and overlays (no ROS here)."""
 
-from fbsnet_ros.inference.checkpoint import (
+from fbsnet_ros.checkpoint import (
     CheckpointError,
     ModelMetadata,
     load_model,

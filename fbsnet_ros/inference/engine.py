@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fbsnet_ros.checkpoint import CheckpointError, ModelMetadata, load_model
 from fbsnet_ros.devices import resolve_device
 from fbsnet_ros.errors import InvalidValue
 from fbsnet_ros.inference.backends import create_backend
-from fbsnet_ros.inference.checkpoint import CheckpointError, ModelMetadata, load_model
 from fbsnet_ros.inference.frames import UPSAMPLE_MODES, FrameTransform  # noqa: F401 (re-exported)
 from fbsnet_ros.inference.visualize import palette_array
 from fbsnet_ros.model import OUTPUT_STRIDE

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fbsnet_ros.checkpoint import ModelMetadata, atomic_write
 from fbsnet_ros.inference.artefacts import cache_dir, entry_name, runtime_versions
-from fbsnet_ros.inference.checkpoint import ModelMetadata, atomic_write
 from fbsnet_ros.model import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)

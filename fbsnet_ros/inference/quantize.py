@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fbsnet_ros.checkpoint import ModelMetadata
 from fbsnet_ros.inference.artefacts import runtime_versions, weights_digest
 from fbsnet_ros.inference.backends.base import require
-from fbsnet_ros.inference.checkpoint import ModelMetadata
 from fbsnet_ros.inference.frames import FrameTransform
 
 log = logging.getLogger(__name__)

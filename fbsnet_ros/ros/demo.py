@@ -138,7 +138,7 @@ def _matched_publishers(node: Node, subscription) -> int:
 
 
 def describe_weights(weights: str | None) -> str:
-    from fbsnet_ros.inference.checkpoint import safe_load
+    from fbsnet_ros.checkpoint import safe_load
     from fbsnet_ros.inference.engine import default_weights_path
 
     path = Path(weights) if weights else default_weights_path()

@@ -15,18 +15,18 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from fbsnet_ros.data.classes import IMAGENET_MEAN, IMAGENET_STD
-from fbsnet_ros.data.datasets import SegmentationDataset, build_dataset
-from fbsnet_ros.data.transforms import EvalTransform, TrainTransform
-from fbsnet_ros.devices import resolve_device
-from fbsnet_ros.evaluation.metrics import ConfusionMatrix
-from fbsnet_ros.inference.checkpoint import (
+from fbsnet_ros.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelMetadata,
     atomic_save,
     load_model,
     safe_load,
 )
+from fbsnet_ros.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from fbsnet_ros.data.datasets import SegmentationDataset, build_dataset
+from fbsnet_ros.data.transforms import EvalTransform, TrainTransform
+from fbsnet_ros.devices import resolve_device
+from fbsnet_ros.evaluation.metrics import ConfusionMatrix
 from fbsnet_ros.model import NAMED_CONFIGS, FBSNet
 from fbsnet_ros.training.config import TrainConfig
 from fbsnet_ros.training.curves import CURVE_FILE, plot_training_curve

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fbsnet_ros.inference.checkpoint import ModelMetadata
+from fbsnet_ros.checkpoint import ModelMetadata
 from fbsnet_ros.inference.frames import FrameTransform
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from fbsnet_ros.checkpoint import ModelMetadata
 from fbsnet_ros.inference.artefacts import cache_dir, weights_digest
 from fbsnet_ros.inference.backends.base import Backend, BackendUnavailable, PerFrameSize, require
 from fbsnet_ros.inference.backends.cuda_graphs import nearest_indices
-from fbsnet_ros.inference.checkpoint import ModelMetadata
 from fbsnet_ros.inference.frames import FrameTransform
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from fbsnet_ros.inference import colorize, overlay
-from fbsnet_ros.inference.backends import backend_choices
+from fbsnet_ros.inference.backends import available_backends, backend_choices
 from fbsnet_ros.inference.engine import UPSAMPLE_MODES
 from fbsnet_ros.model import OUTPUT_STRIDE
 from fbsnet_ros.ros.compat import (
@@ -418,7 +418,8 @@ class SegmentationNodeBase:
             f"{self._input_reliability_name()}"
             f"{', following its publishers' if self.follow_publishers else ''}) on "
             f"{segmenter.device} ({segmenter.backend_name}), network input "
-            f"{segmenter.input_size}, {segmenter.num_classes} classes")
+            f"{segmenter.input_size}, {segmenter.num_classes} classes; backends installed "
+            f"here: {', '.join(available_backends(segmenter.device))}")
 
     def stop_serving(self) -> None:
         """Unsubscribe and stop the worker; the model and the publishers stay."""

@@ -1,7 +1,8 @@
 """Checkpoint files: format, inference layout and metadata, atomic writes, weights_only loads.
 
-Below both training and inference (it imports torch and the model only): the training loop
-writes its resume state in the same format, and the engine and the backends read it.
+Below both training and inference (it imports torch, the model and the class tables only):
+the training loop writes its resume state in the same format, and the engine and the backends
+read it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from typing import BinaryIO
 
 import torch
 
+from fbsnet_ros.data.classes import (
+    CAMVID_CLASS_NAMES,
+    CAMVID_PALETTE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
 from fbsnet_ros.errors import UserError
 from fbsnet_ros.model import FBSNet, FBSNetConfig
 
@@ -220,4 +227,23 @@ def load_model(path: str | Path) -> tuple[FBSNet, ModelMetadata]:
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the model config ({reason})") from None
+    return model.eval(), metadata
+
+
+def random_camvid_model(*, input_size: tuple[int, int] = (360, 480), dataset: str = "random",
+                        seed: int | None = None,
+                        training: dict | None = None) -> tuple[FBSNet, ModelMetadata]:
+    """A randomly initialised CamVid FBSNet in eval mode and its metadata: what benchmarks time
+    where there are no trained weights, and what tests save as a checkpoint.
+
+    With `seed`, the same weights every time, without touching the caller's random state.
+    """
+    config = FBSNetConfig(num_classes=len(CAMVID_CLASS_NAMES))
+    metadata = ModelMetadata(config=config, class_names=CAMVID_CLASS_NAMES, palette=CAMVID_PALETTE,
+                             mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=input_size,
+                             dataset=dataset, training=training or {}, seed=seed)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = FBSNet(config=config)
     return model.eval(), metadata

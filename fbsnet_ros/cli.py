@@ -21,17 +21,12 @@ EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """UserError and its subclasses (CheckpointError, DatasetError, InvalidValue), and the
-    errors of modules that name the user's file or option without deriving from it."""
+def _backend_unavailable() -> type[Exception]:
+    """BackendUnavailable (this backend cannot run here: not installed, no hardware support)
+    is the user's choice of backend to fix, but does not derive from UserError yet."""
     from fbsnet_ros.inference.backends import BackendUnavailable
 
-    types: tuple[type[BaseException], ...] = (UserError, BackendUnavailable)
-    try:
-        from fbsnet_ros.ros.bag_tools import BagError
-    except ImportError:  # the bag tools' optional dependencies are absent
-        return types
-    return (*types, BagError)
+    return BackendUnavailable
 
 
 @contextmanager
@@ -287,27 +282,15 @@ def _frame_size(text: str) -> tuple[int, int]:
 
 def _benchmark_model(weights: str | None):
     """The checkpoint's model, or for 'random' (or no shipped weights) a random CamVid FBSNet."""
-    from fbsnet_ros.inference import default_weights_path, load_model
+    from fbsnet_ros.checkpoint import load_model, random_camvid_model
+    from fbsnet_ros.inference import default_weights_path
 
     if weights is None and default_weights_path().is_file():
         weights = str(default_weights_path())
     if weights not in (None, "random"):
         return load_model(weights)
-    from fbsnet_ros.data.classes import (
-        CAMVID_CLASS_NAMES,
-        CAMVID_PALETTE,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-    )
-    from fbsnet_ros.inference import ModelMetadata
-    from fbsnet_ros.model import FBSNet, FBSNetConfig
-
     logging.getLogger("fbsnet_ros").warning("timing a randomly initialised CamVid FBSNet")
-    config = FBSNetConfig(num_classes=len(CAMVID_CLASS_NAMES))
-    metadata = ModelMetadata(config=config, class_names=CAMVID_CLASS_NAMES, palette=CAMVID_PALETTE,
-                             mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(360, 480),
-                             dataset="random")
-    return FBSNet(config=config).eval(), metadata
+    return random_camvid_model()
 
 
 def cmd_benchmark(args, extra) -> int:
@@ -449,14 +432,7 @@ def cmd_demo(args, extra) -> int:
         raise UserError(str(error)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from fbsnet_ros.data.classes import IGNORE_INDEX
-    from fbsnet_ros.inference.frames import UPSAMPLE_MODES
-
-    parser = OneLineParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _train_parser(commands) -> None:
     train = commands.add_parser("train", help="train FBSNet from a YAML recipe",
                                 description="Train; any '--key value' after the options "
                                             "overrides that key of the recipe.")
@@ -464,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="YAML recipe, e.g. config/train/camvid_cpu.yaml")
     train.set_defaults(handler=cmd_train, accepts_overrides=True)
 
+
+def _evaluate_parser(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on a labelled split")
     _add_engine_options(evaluate)
     evaluate.add_argument("--data-root", default=None,
@@ -482,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plots", default=None, help="write PNG plots to this folder")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+
+def _predict_parser(commands) -> None:
     predict = commands.add_parser(
         "predict", help="label maps for a folder of images, one image or a video",
         description="Writes OUTPUT/<name>.png (uint8 class ids at the input's size) for each "
@@ -501,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replace outputs left by an earlier run (inputs never)")
     predict.set_defaults(handler=cmd_predict)
 
+
+def _export_parser(commands) -> None:
     export = commands.add_parser("export", help="write an inference checkpoint (or ONNX)")
     export.add_argument("--weights", required=True, help="training or inference checkpoint")
     export.add_argument("--format", choices=("checkpoint", "onnx"), default="checkpoint",
@@ -511,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an existing --output (never the --weights file)")
     export.set_defaults(handler=cmd_export)
 
+
+def _quantize_parser(commands) -> None:
     quantize = commands.add_parser(
         "quantize", help="add an INT8 model (openvino:int8) to a checkpoint, with its accuracy "
                          "gate",
@@ -533,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--gate-frames", type=_count(1), default=None,
                           help="CamVid val frames the gate scores (default: all)")
     quantize.set_defaults(handler=cmd_quantize)
+
+
+def _benchmark_parser(commands) -> None:
+    from fbsnet_ros.inference.frames import UPSAMPLE_MODES
 
     benchmark = commands.add_parser(
         "benchmark", help="latency of every backend side by side, params and FLOPs",
@@ -565,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--json", default=None, help="also write the results here")
     benchmark.set_defaults(handler=cmd_benchmark)
 
+
+def _bag_eval_parser(commands) -> None:
+    from fbsnet_ros.data.classes import IGNORE_INDEX
+
     bag_eval = commands.add_parser(
         "bag-eval", help="segment and score every camera frame of a rosbag2 bag",
         description="Run every frame of an Image or CompressedImage topic (sqlite3 or mcap "
@@ -593,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     bag_eval.add_argument("--plots", default=None, help="write PNG plots to this folder")
     bag_eval.set_defaults(handler=cmd_bag_eval)
 
+
+def _bag_from_images_parser(commands) -> None:
     from_images = commands.add_parser(
         "bag-from-images", help="build a camera bag from a folder of frames",
         description="Frames in name order become /camera/image_raw (or "
@@ -615,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: <out>_gt; files there are never replaced)")
     from_images.set_defaults(handler=cmd_bag_from_images)
 
+
+def _bag_play_parser(commands) -> None:
     bag_play = commands.add_parser(
         "bag-play", help="replay a bag over DDS (and record the node's answers)",
         description="Publish a rosbag2 bag's topics at their recorded rate (times --rate), "
@@ -642,6 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seconds to keep recording after the last message")
     bag_play.set_defaults(handler=cmd_bag_play)
 
+
+def _model_info_parser(commands) -> None:
     model_info = commands.add_parser("model-info", help="parameters and multiply-adds")
     model_info.add_argument("--variant", default="authors", help="authors or paper-table1")
     model_info.add_argument("--num-classes", type=int, default=19)
@@ -649,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
                             default=[(360, 480), (512, 1024)], metavar="HxW")
     model_info.set_defaults(handler=cmd_model_info)
 
+
+def _demo_parser(commands) -> None:
     demo = commands.add_parser("demo", help="the node over DDS on a synthetic road scene")
     demo.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")
     source = demo.add_mutually_exclusive_group()
@@ -664,6 +664,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the node's inference backend, over --params-file's (default auto: "
                            "the fastest that passes its accuracy test)")
     demo.set_defaults(handler=cmd_demo)
+
+
+# One function per subcommand, in the order `fbsnet-ros --help` lists them.
+SUBCOMMAND_PARSERS = (
+    _train_parser, _evaluate_parser, _predict_parser, _export_parser, _quantize_parser,
+    _benchmark_parser, _bag_eval_parser, _bag_from_images_parser, _bag_play_parser,
+    _model_info_parser, _demo_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="fbsnet-ros", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add_parser in SUBCOMMAND_PARSERS:
+        add_parser(commands)
     return parser
 
 
@@ -674,9 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # Only UserError and its subclasses are the user's to fix (one line, exit 2); anything
+    # else is a bug and keeps its traceback.
     try:
         return args.handler(args, extra)
-    except _user_error_types() as error:
+    except (UserError, _backend_unavailable()) as error:
         print(f"fbsnet-ros {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CAMVID_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "camvid"
@@ -31,22 +30,10 @@ def camvid_root() -> Path:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised CamVid FBSNet inference checkpoint, written the real way."""
-    from fbsnet_ros.checkpoint import ModelMetadata, save_inference_checkpoint
-    from fbsnet_ros.data.classes import (
-        CAMVID_CLASS_NAMES,
-        CAMVID_PALETTE,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-    )
-    from fbsnet_ros.model import FBSNet, FBSNetConfig
+    from fbsnet_ros.checkpoint import random_camvid_model, save_inference_checkpoint
 
-    torch.manual_seed(0)
-    config = FBSNetConfig(num_classes=len(CAMVID_CLASS_NAMES))
-    metadata = ModelMetadata(
-        config=config, class_names=CAMVID_CLASS_NAMES, palette=CAMVID_PALETTE,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(96, 128), dataset="random-test",
-        training={"note": "random weights for tests"}, seed=0,
-    )
+    model, metadata = random_camvid_model(input_size=(96, 128), dataset="random-test", seed=0,
+                                          training={"note": "random weights for tests"})
     path = tmp_path_factory.mktemp("weights") / "random_camvid.pt"
-    save_inference_checkpoint(FBSNet(config=config).eval(), metadata, path)
+    save_inference_checkpoint(model, metadata, path)
     return path

@@ -26,6 +26,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
+from fbsnet_ros.errors import UserError
 from fbsnet_ros.ros.image_conversion import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -64,7 +65,7 @@ NANOSECONDS_PER_SECOND = 1_000_000_000
 log = logging.getLogger(__name__)
 
 
-class BagError(ValueError):
+class BagError(UserError, ValueError):
     """A bag that cannot be used as asked; the one-line message names the bag and topic."""
 
 

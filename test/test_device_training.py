@@ -199,6 +199,15 @@ def test_data_on_device_needs_frames_of_one_size(tiny_camvid, tmp_path):
     assert trainer.device_frames.frame_size == (360, 480)
 
 
+def test_cuda_graph_excludes_compile_and_needs_a_cuda_device(tiny_camvid, tmp_path):
+    """CUDA graphs are captured on a GPU only (that path runs on a lent GPU, not here)."""
+    with pytest.raises(ValueError, match="'cuda_graph' and 'compile' exclude each other"):
+        load_train_config(None, {"cuda_graph": True, "compile": True})
+    config = load_train_config(None, device_values(tiny_camvid, tmp_path, cuda_graph=True))
+    with pytest.raises(ValueError, match="'cuda_graph' needs one process on a CUDA device"):
+        Trainer(config)
+
+
 def test_train_step_bench_times_every_option_against_fp32(tmp_path):
     """bench/train_step.py end to end at a toy size: a row per option, fp32 the reference."""
     import json
@@ -216,5 +225,5 @@ def test_train_step_bench_times_every_option_against_fp32(tmp_path):
     assert "machine:" in completed.stdout and "OMP_WAIT_POLICY" in completed.stdout
     options = json.loads(report.read_text())["options"]
     assert set(options) == {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
-    assert options["fp32"]["ratio_to_fp32"] == 1.0
+    assert options["fp32"]["ratio_to_reference"] == 1.0
     assert all(row["median_s"] > 0 for row in options.values())

@@ -59,6 +59,7 @@ class TrainConfig:
     amp_dtype: str = "float16"  # float16 (with a gradient scaler) | bfloat16 (no scaler needed)
     channels_last: bool = False  # NHWC activations: faster convolutions on CUDA and on AMX CPUs
     compile: bool = False  # torch.compile the training forward (minutes of compiling first)
+    cuda_graph: bool = False  # CUDA: replay the training forward and backward as CUDA graphs
     data_on_device: bool = False  # decode the train set once onto the device, augment in batches
     time_budget_minutes: float = 0.0  # > 0: fit this run's epochs (<= epochs) into the budget
     brightness: float = 0.0  # data_on_device: brightness factor drawn from [1 - b, 1 + b]
@@ -116,6 +117,9 @@ class TrainConfig:
                 if getattr(self, name):
                     raise ValueError(f"training config '{name}' needs data_on_device: true "
                                      f"(the CPU data loader does not draw it)")
+        if self.cuda_graph and self.compile:
+            raise ValueError("training config 'cuda_graph' and 'compile' exclude each other "
+                             "(choose one way to cut the kernel launches)")
         if self.blur_probability > 1:
             raise ValueError("training config 'blur_probability' must be in [0, 1]")
         for name in ("ohem_threshold", "warmup_ratio"):

@@ -33,6 +33,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES
+from fbsnet_ros.ros.names import CAMERA_TOPIC, NODE_NAME
 
 # Bytes per pixel of the encodings a camera driver typically publishes.
 BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1, "yuv422": 2, "yuv422_yuy2": 2}
@@ -120,7 +121,7 @@ def wait_until(condition, timeout: float) -> bool:
 def run(arguments) -> dict:
     height, width = arguments.size
     namespace = arguments.namespace.rstrip("/")
-    outputs = {name: f"{namespace}/fbsnet/{name}" for name in arguments.outputs}
+    outputs = {name: f"{namespace}/{NODE_NAME}/{name}" for name in arguments.outputs}
     camera = PacedCamera(topic=arguments.topic, reliability=arguments.reliability,
                          outputs=outputs, answer_reliability=arguments.answer_reliability)
     executor = SingleThreadedExecutor()
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
                         help="seconds to wait for each frame's answers")
     parser.add_argument("--interval", type=float, default=0.0,
                         help="extra pause after each frame, seconds")
-    parser.add_argument("--topic", default="/camera/image_raw")
+    parser.add_argument("--topic", default=CAMERA_TOPIC)
     parser.add_argument("--namespace", default="", help="the node's namespace")
     parser.add_argument("--frame-id", default="camera")
     parser.add_argument("--json", default=None, help="write the report here")

@@ -39,17 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
-from fbsnet_ros.ros.demo import stop_node_process
+from fbsnet_ros.ros.names import CAMERA_TOPIC, DIAGNOSTICS_STATUS_NAME, LABELS_TOPIC
+from fbsnet_ros.ros.processes import node_executable, stop_node_process
+from fbsnet_ros.ros.stamps import ns_to_sec_nanosec, stamp_to_ns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
 LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
-DIAGNOSTICS_NAME = "fbsnet: segmentation"
 # The node's own counters on /diagnostics, by the names the report gives them.
 NODE_COUNTERS = {"received": "frames received", "processed": "frames processed",
                  "replaced": "frames dropped", "lost_reported": "frames lost in transport"}
-INPUT_TOPIC = "/camera/image_raw"
-LABELS_TOPIC = "/fbsnet/labels"
 FRAME_COUNT = 8
 # The node may export or compile its backend on first start: minutes on two cores.
 STARTUP_TIMEOUT_S = 900.0
@@ -161,7 +160,7 @@ class Probe:
             history=HistoryPolicy.KEEP_LAST, depth=5,
             reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT))
-        self.publisher = self.node.create_publisher(Image, INPUT_TOPIC, camera_qos)
+        self.publisher = self.node.create_publisher(Image, CAMERA_TOPIC, camera_qos)
         self.node.create_subscription(Image, LABELS_TOPIC, self._on_labels,
                                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -193,13 +192,13 @@ class Probe:
 
     def _on_labels(self, message) -> None:
         now = time.time()
-        stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        stamp = stamp_to_ns(message.header.stamp)
         with self.lock:
             self.arrivals.append((now, stamp))
 
     def _on_diagnostics(self, message) -> None:
         for status in message.status:
-            if status.name == DIAGNOSTICS_NAME:
+            if status.name == DIAGNOSTICS_STATUS_NAME:
                 values = {value.key: value.value for value in status.values}
                 with self.lock:
                     self.counters = {name: int(values[key])
@@ -214,7 +213,7 @@ class Probe:
         now = time.time()
         stamp = int(now * 1e9)
         message = self.messages[len(self.published) % len(self.messages)]
-        message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        message.header.stamp.sec, message.header.stamp.nanosec = ns_to_sec_nanosec(stamp)
         with self.lock:
             self.published[stamp] = now
         self.publisher.publish(message)
@@ -247,8 +246,7 @@ class Probe:
 
 
 def start_node(args, log_path: Path) -> subprocess.Popen:
-    executable = Path(sys.executable).parent / "segmentation_node"
-    command = [str(executable), "--ros-args", "--params-file", str(PARAMS_FILE),
+    command = [node_executable(), "--ros-args", "--params-file", str(PARAMS_FILE),
                "-p", f"device:={args.device}", "-p", f"backend:={args.backend}"]
     if args.weights:  # rcl cannot parse an empty `-p weights:=`; the YAML's "" stands
         command += ["-p", f"weights:={args.weights}"]

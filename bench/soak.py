@@ -43,7 +43,7 @@ from node_overhead import (
     wait_for_node,
 )
 
-from fbsnet_ros.ros.demo import stop_node_process
+from fbsnet_ros.ros.processes import stop_node_process
 
 SAMPLE_PERIOD_S = 5.0
 log = logging.getLogger("soak")

@@ -16,6 +16,13 @@ from pathlib import Path
 
 from fbsnet_ros.data.locations import CAMVID_BESIDE_PROJECT, default_camvid_root
 from fbsnet_ros.errors import InvalidValue, UserError
+from fbsnet_ros.ros.names import (
+    CAMERA_TOPIC,
+    COMPRESSED_SUFFIX,
+    GROUND_TRUTH_TOPIC,
+    LABELS_TOPIC,
+    OVERLAY_TOPIC,
+)
 
 EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -424,12 +431,9 @@ def cmd_demo(args, extra) -> int:
     from fbsnet_ros.ros.demo import run_demo
 
     height, width = args.size
-    try:
-        return run_demo(weights=args.weights, images=args.images, video=args.video,
-                        frames=args.frames, output=args.output, size=(height, width),
-                        params_file=args.params_file, backend=args.backend)
-    except FileNotFoundError as error:  # run_demo's own: the node's console script is missing
-        raise UserError(str(error)) from None
+    return run_demo(weights=args.weights, images=args.images, video=args.video,
+                    frames=args.frames, output=args.output, size=(height, width),
+                    params_file=args.params_file, backend=args.backend)
 
 
 def _train_parser(commands) -> None:
@@ -564,10 +568,10 @@ def _bag_eval_parser(commands) -> None:
                     "stamp, and optionally write the labels back as a bag.")
     bag_eval.add_argument("--bag", required=True, help="rosbag2 bag folder (or .db3/.mcap file)")
     bag_eval.add_argument("--image-topic", required=True,
-                          help="sensor_msgs/Image or CompressedImage topic, e.g. /camera/image_raw")
+                          help=f"sensor_msgs/Image or CompressedImage topic, e.g. {CAMERA_TOPIC}")
     truth = bag_eval.add_mutually_exclusive_group()
     truth.add_argument("--gt-topic", default=None,
-                       help="mono8 label topic in the same bag, e.g. /camera/labels")
+                       help=f"mono8 label topic in the same bag, e.g. {GROUND_TRUTH_TOPIC}")
     truth.add_argument("--gt-dir", default=None,
                        help="folder of label PNGs named <header stamp in ns>.png")
     bag_eval.add_argument("--ignore-label", type=int, default=IGNORE_INDEX,
@@ -575,11 +579,12 @@ def _bag_eval_parser(commands) -> None:
                                f"{IGNORE_INDEX}; ids past the class list always are)")
     _add_engine_options(bag_eval)
     bag_eval.add_argument("--out-bag", default=None,
-                          help="write /fbsnet/labels (mono8, each frame's header) to this new bag")
+                          help=f"write {LABELS_TOPIC} (mono8, each frame's header) to this new "
+                               "bag")
     bag_eval.add_argument("--out-storage", choices=("sqlite3", "mcap"), default=None,
                           help="storage of --out-bag (default: the input's)")
     bag_eval.add_argument("--overlay", action="store_true",
-                          help="also write /fbsnet/overlay to --out-bag")
+                          help=f"also write {OVERLAY_TOPIC} to --out-bag")
     bag_eval.add_argument("--alpha", type=_fraction, default=0.5, help="overlay opacity")
     bag_eval.add_argument("--report", default=None, help="write the JSON report here")
     bag_eval.add_argument("--plots", default=None, help="write PNG plots to this folder")
@@ -589,9 +594,9 @@ def _bag_eval_parser(commands) -> None:
 def _bag_from_images_parser(commands) -> None:
     from_images = commands.add_parser(
         "bag-from-images", help="build a camera bag from a folder of frames",
-        description="Frames in name order become /camera/image_raw (or "
-                    "/camera/image_raw/compressed for jpeg/png), stamped 1/rate apart; "
-                    "labels of the same name become /camera/labels (mono8).")
+        description=f"Frames in name order become {CAMERA_TOPIC} (or "
+                    f"{CAMERA_TOPIC}{COMPRESSED_SUFFIX} for jpeg/png), stamped 1/rate apart; "
+                    f"labels of the same name become {GROUND_TRUTH_TOPIC} (mono8).")
     from_images.add_argument("--images", required=True, help="folder of frames")
     from_images.add_argument("--labels", default=None,
                              help="folder of label PNGs named like the frames")
@@ -627,8 +632,8 @@ def _bag_play_parser(commands) -> None:
                                              "for nodes with use_sim_time")
     bag_play.add_argument("--record", default=None,
                           help="record --record-topics to this new bag while playing")
-    bag_play.add_argument("--record-topics", nargs="+", default=["/fbsnet/labels"],
-                          help="topics to record (default: /fbsnet/labels)")
+    bag_play.add_argument("--record-topics", nargs="+", default=[LABELS_TOPIC],
+                          help=f"topics to record (default: {LABELS_TOPIC})")
     bag_play.add_argument("--record-storage", choices=("sqlite3", "mcap"), default=None,
                           help="storage of --record (default: the played bag's)")
     bag_play.add_argument("--wait", type=float, default=5.0,

@@ -25,11 +25,7 @@ from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES
-
-# The node subscribes to this absolute name; camera_topic remaps exactly it.
-NODE_INPUT_TOPIC = "/camera/image_raw"
-# ... and this one for the calibration (image_transport's sibling of the image topic).
-NODE_CAMERA_INFO_TOPIC = "/camera/camera_info"
+from fbsnet_ros.ros.names import CAMERA_INFO_TOPIC, CAMERA_TOPIC, NODE_NAME
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -39,11 +35,13 @@ def generate_launch_description() -> LaunchDescription:
     # The same parameters, namespace and topics for the plain and the managed node.
     node_settings = {
         "package": "fbsnet_ros",
-        "name": "fbsnet",
+        "name": NODE_NAME,
         "namespace": LaunchConfiguration("namespace"),
         "parameters": [LaunchConfiguration("params_file")],
-        "remappings": [(NODE_INPUT_TOPIC, LaunchConfiguration("camera_topic")),
-                       (NODE_CAMERA_INFO_TOPIC, LaunchConfiguration("camera_info_topic"))],
+        # The node subscribes to these absolute names: camera_topic and camera_info_topic
+        # remap exactly them.
+        "remappings": [(CAMERA_TOPIC, LaunchConfiguration("camera_topic")),
+                       (CAMERA_INFO_TOPIC, LaunchConfiguration("camera_info_topic"))],
         "output": "screen",
     }
     return LaunchDescription([
@@ -54,7 +52,7 @@ def generate_launch_description() -> LaunchDescription:
             "namespace", default_value="",
             description="namespace for the node and its outputs"),
         DeclareLaunchArgument(
-            "camera_topic", default_value=NODE_INPUT_TOPIC,
+            "camera_topic", default_value=CAMERA_TOPIC,
             description="sensor_msgs/Image topic to segment (its /compressed sibling when "
                         "input_transport is compressed)"),
         DeclareLaunchArgument(

@@ -11,9 +11,9 @@ from fbsnet_ros.ros.bag_tools import (
     bag_messages,
     deserialize,
     open_bag,
-    stamp_to_ns,
     topic_connections,
 )
+from fbsnet_ros.ros.stamps import stamp_to_ns
 
 
 def run_cli(*argv) -> None:

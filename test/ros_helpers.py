@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import array
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +24,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from fbsnet_ros.ros.processes import node_executable, stop_node_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
 
@@ -41,17 +40,6 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 _BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1, "yuv422": 2}
 # The Fast DDS profile the README tells users to load where large frames are published.
 LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
-
-
-def node_executable(name: str = "segmentation_node") -> str:
-    """The installed console script, preferring the one beside this interpreter (the venv)."""
-    beside_interpreter = Path(sys.executable).parent / name
-    if beside_interpreter.is_file():
-        return str(beside_interpreter)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} console script not installed")
-    return found
 
 
 def write_params_file(path: Path, parameters: dict) -> Path:
@@ -111,13 +99,7 @@ class NodeProcess:
 
     def stop(self) -> None:
         """SIGINT, then SIGKILL if the node does not go; for teardown, never fails."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_node_process(self.process)
         self._log.close()
 
 

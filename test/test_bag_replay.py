@@ -17,12 +17,17 @@ from ros_helpers import (
 )
 from rosgraph_msgs.msg import Clock
 
-from fbsnet_ros.ros.bag_tools import LABELS_TOPIC, stamp_to_ns
 from fbsnet_ros.ros.image_conversion import compressed_msg_to_rgb
+from fbsnet_ros.ros.names import (
+    CAMERA_TOPIC,
+    COMPRESSED_SUFFIX,
+    DIAGNOSTICS_STATUS_NAME,
+    LABELS_TOPIC,
+)
+from fbsnet_ros.ros.stamps import stamp_to_ns
 
-COMPRESSED_TOPIC = "/camera/image_raw/compressed"
+COMPRESSED_TOPIC = CAMERA_TOPIC + COMPRESSED_SUFFIX
 READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
-DIAGNOSTICS_NAME = "fbsnet: segmentation"
 SLOW_FRAMES, SLOW_RATE_HZ = 4, 1.0
 # Faster than any CPU backend segments (the OpenVINO default answered all of 30 frames at
 # 50 Hz on a quiet 2-core machine): the node must drop, not queue.
@@ -92,7 +97,7 @@ def node_counts(diagnostics) -> dict[str, int]:
     """The frame counters of the node's latest status on /diagnostics ({} before the first)."""
     for array in reversed(list(diagnostics.messages)):
         for status in array.status:
-            if status.name == DIAGNOSTICS_NAME:
+            if status.name == DIAGNOSTICS_STATUS_NAME:
                 return {value.key: int(value.value) for value in status.values
                         if value.key.startswith("frames ")}
     return {}

@@ -17,20 +17,23 @@ from bag_helpers import read_topic, run_cli, stamp_ns
 from fbsnet_ros.cli import EXIT_USER_ERROR, main
 from fbsnet_ros.ros.bag_tools import (
     COMPRESSED_IMAGE_TYPE,
-    GROUND_TRUTH_TOPIC,
     IMAGE_TYPE,
-    LABELS_TOPIC,
     BagWriter,
     make_header,
     storage_of,
 )
 from fbsnet_ros.ros.image_conversion import labels_to_mono8_fields, rgb_to_image_fields
+from fbsnet_ros.ros.names import (
+    CAMERA_TOPIC,
+    COMPRESSED_SUFFIX,
+    GROUND_TRUTH_TOPIC,
+    LABELS_TOPIC,
+)
 
 FRAMES = 6  # CamVid val frames per bag: enough classes to score, quick on a busy CPU
 RATE_HZ = 10.0
 START_TIME = "1700000000.5"
 START_NS = 1_700_000_000_500_000_000
-CAMERA_TOPIC = "/camera/image_raw"
 METRIC_TOLERANCE = 0.01  # percent, as in the reports
 
 
@@ -144,10 +147,10 @@ def test_ground_truth_from_a_folder_scores_like_the_topic(bag_eval_run, camvid_b
 def test_compressed_image_input(codec, camvid_sequence, random_checkpoint, evaluate_report,
                                 tmp_path):
     bag = make_camvid_bag(camvid_sequence, tmp_path / "camvid", "--encoding", codec)
-    frames = read_topic(bag, f"{CAMERA_TOPIC}/compressed")
+    frames = read_topic(bag, CAMERA_TOPIC + COMPRESSED_SUFFIX)
     assert len(frames) == FRAMES and all(codec in m.format for _, m in frames)
     report_path = tmp_path / "report.json"
-    run_cli("bag-eval", "--bag", bag, "--image-topic", f"{CAMERA_TOPIC}/compressed",
+    run_cli("bag-eval", "--bag", bag, "--image-topic", CAMERA_TOPIC + COMPRESSED_SUFFIX,
             "--gt-topic", GROUND_TRUTH_TOPIC, "--weights", random_checkpoint,
             "--out-bag", tmp_path / "out", "--report", report_path)
     report = json.loads(report_path.read_text())
@@ -254,7 +257,7 @@ for ros_package in ("rclpy", "sensor_msgs", "std_msgs", "rosgraph_msgs"):
 from fbsnet_ros.cli import main
 assert main(["bag-from-images", "--images", {str(camvid_sequence / "images")!r},
              "--out", {str(tmp_path / "bag")!r}, "--rate", "5"]) == 0
-assert main(["bag-eval", "--bag", {str(tmp_path / "bag")!r}, "--image-topic", "/camera/image_raw",
+assert main(["bag-eval", "--bag", {str(tmp_path / "bag")!r}, "--image-topic", {CAMERA_TOPIC!r},
              "--weights", {str(random_checkpoint)!r}]) == 0
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -261,7 +261,9 @@ def test_evaluate_reads_absolute_list_paths_and_finds_camvid_from_any_folder(
 
 def test_bag_from_images_leaves_out_a_broken_frame_and_bag_eval_warns_without_truth(
         photos, random_checkpoint, tmp_path):
-    from bag_helpers import read_topic
+    from bag_helpers import read_topic, stamp_ns
+
+    from fbsnet_ros.ros.names import CAMERA_TOPIC
 
     (photos / "x.jpg").unlink()
     bag = tmp_path / "bag"
@@ -272,14 +274,13 @@ def test_bag_from_images_leaves_out_a_broken_frame_and_bag_eval_warns_without_tr
     assert len(warnings) == 1 and f"{photos / 'broken.png'}" in warnings[0]
     assert "wrote 3 frames" in result.stdout and "1 failed" in result.stdout
     # a.png, [broken.png], x.png, z.png: the broken frame's slot stays empty.
-    stamps = [message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
-              for _, message in read_topic(bag, "/camera/image_raw")]
+    stamps = [stamp_ns(message) for _, message in read_topic(bag, CAMERA_TOPIC)]
     assert stamps == [1_000_000_000, 1_400_000_000, 1_600_000_000]
 
     empty_truth = tmp_path / "truth"
     empty_truth.mkdir()
     plots = tmp_path / "plots"
-    result = fbsnet_ros("bag-eval", "--bag", bag, "--image-topic", "/camera/image_raw",
+    result = fbsnet_ros("bag-eval", "--bag", bag, "--image-topic", CAMERA_TOPIC,
                         "--weights", random_checkpoint, "--gt-dir", empty_truth,
                         "--plots", plots)
     assert result.returncode == EXIT_SOME_FAILED, result.stderr

@@ -1,12 +1,14 @@
 """The shipped parameter file and launch file agree with the node, checked without ros2 launch.
 
 launch and launch_ros are not installable from PyPI, so the launch file is read as Python
-syntax; the parameter file is compared with what a real node instance declares.
+syntax (names it imports from this package resolved by importing them); the parameter file is
+compared with what a real node instance declares.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -78,6 +80,14 @@ class LaunchFile:
             and isinstance(statement.value, ast.Constant)
             for target in statement.targets if isinstance(target, ast.Name)
         }
+        # Names imported from this package (its one home of ROS names) are its values.
+        self.constants.update({
+            alias.asname or alias.name:
+                getattr(importlib.import_module(statement.module), alias.name)
+            for statement in tree.body if isinstance(statement, ast.ImportFrom)
+            and (statement.module or "").startswith("fbsnet_ros.")
+            for alias in statement.names
+        })
         self.calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
 
     def value(self, node: ast.AST):

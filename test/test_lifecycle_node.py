@@ -28,11 +28,10 @@ from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import LabelInfo
 
 from fbsnet_ros.data.classes import CAMVID_CLASS_NAMES
+from fbsnet_ros.ros.names import CAMERA_INFO_TOPIC, CAMERA_TOPIC, NODE_NAME
 
-NODE = "/fbsnet"
+NODE = f"/{NODE_NAME}"
 EXECUTABLE = "segmentation_lifecycle_node"
-CAMERA_TOPIC = "/camera/image_raw"
-CAMERA_INFO_TOPIC = "/camera/camera_info"
 # A camera-sized frame (over Fast DDS's 512 KB best-effort limit: the input must follow the
 # camera's reliable publisher).
 HEIGHT, WIDTH = 480, 640

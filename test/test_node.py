@@ -36,6 +36,7 @@ from vision_msgs.msg import LabelInfo
 
 from fbsnet_ros.data.classes import CAMVID_CLASS_NAMES
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_data
+from fbsnet_ros.ros.names import CAMERA_TOPIC, DIAGNOSTICS_STATUS_NAME
 from fbsnet_ros.ros.node_base import CameraInfoPairing, diagnostic_status
 from fbsnet_ros.ros.node_core import (
     FAILED_STREAK_FOR_ERROR,
@@ -47,7 +48,6 @@ from fbsnet_ros.ros.node_core import (
 
 NUM_CLASSES = 11  # CamVid, as in the random checkpoint
 READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
-DIAGNOSTICS_NAME = "fbsnet: segmentation"
 # Until the first answer proves DDS has matched both ways, a frame may be republished this often.
 REPUBLISH_PERIOD_S = 3.0
 # Low enough that a test frame of modest size can exceed it.
@@ -78,7 +78,7 @@ def probe():
 class Camera:
     """The probe's side of the shared node: a camera publisher and the node's four outputs."""
 
-    def __init__(self, probe: RosProbe, namespace: str = "", input_topic="/camera/image_raw",
+    def __init__(self, probe: RosProbe, namespace: str = "", input_topic=CAMERA_TOPIC,
                  message_type=Image) -> None:
         self.probe = probe
         self.publisher = probe.publisher(message_type, input_topic)
@@ -114,11 +114,12 @@ class Camera:
     def diagnostics_where(self, condition, timeout: float = ANSWER_TIMEOUT_S) -> dict:
         """Values of the first status published from now on that satisfies condition(values)."""
         def matches(array):
-            return any(status.name == DIAGNOSTICS_NAME and condition(_values(status))
+            return any(status.name == DIAGNOSTICS_STATUS_NAME and condition(_values(status))
                        for status in array.status)
         array = self.diagnostics.wait_for(matches, timeout, skip=len(self.diagnostics))
         assert array is not None, "no diagnostics matching the condition"
-        status = next(status for status in array.status if status.name == DIAGNOSTICS_NAME)
+        status = next(status for status in array.status
+                      if status.name == DIAGNOSTICS_STATUS_NAME)
         return {**_values(status), "level": status.level, "hardware_id": status.hardware_id}
 
 
@@ -337,7 +338,7 @@ def test_compressed_input_is_decoded_and_answered_at_its_size(
     namespace, camera_topic = "/compressed_test", "/compressed_test/image"
     settings = write_params_file(tmp_path / "compressed.yaml", {"input_transport": "compressed"})
     node = NodeProcess(tmp_path / "node.log", [weights_params_file, settings], [
-        "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"])
+        "-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"])
     try:
         node.wait_for_output(READY_LINE)
         camera = Camera(probe, namespace, f"{camera_topic}/compressed", CompressedImage)
@@ -379,7 +380,7 @@ def test_without_vision_msgs_the_node_serves_warns_once_and_has_no_label_info(
                                                 os.environ.get("PYTHONPATH")]))
     namespace, camera_topic = "/no_vision_msgs", "/no_vision_msgs/front/image_raw"
     node = NodeProcess(tmp_path / "node.log", [weights_params_file], [
-        "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"],
+        "-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"],
         environment={"PYTHONPATH": python_path})
     try:
         node.wait_for_output(READY_LINE)
@@ -403,7 +404,7 @@ def test_signal_stops_the_node_promptly_mid_frame(
     namespace = f"/{stop_signal.name.lower()}_test"
     camera_topic = f"{namespace}/image"
     node = NodeProcess(tmp_path / "node.log", [weights_params_file], [
-        "-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"])
+        "-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"])
     try:
         node.wait_for_output(READY_LINE)
         camera = Camera(probe, namespace, camera_topic)
@@ -427,7 +428,7 @@ def test_statistics_levels_follow_input_and_failures():
     statistics = FrameStatistics()
 
     def status(now):
-        return diagnostic_status(statistics.report(now), "fbsnet: segmentation", "cpu")
+        return diagnostic_status(statistics.report(now), DIAGNOSTICS_STATUS_NAME, "cpu")
 
     assert status(0.0).level == DiagnosticStatus.OK  # waiting for a camera is no fault
     statistics.record_received(1.0, replaced_waiting_frame=False)
@@ -486,7 +487,7 @@ def test_statistics_warn_on_frames_lost_and_on_publishers_that_send_nothing():
     statistics = FrameStatistics()
 
     def status(now):
-        return diagnostic_status(statistics.report(now), "fbsnet: segmentation", "cpu")
+        return diagnostic_status(statistics.report(now), DIAGNOSTICS_STATUS_NAME, "cpu")
 
     statistics.record_publishers(1, now=10.0)
     assert status(10.0 + STALE_INPUT_S / 2).level == DiagnosticStatus.OK  # matching takes a moment

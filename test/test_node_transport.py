@@ -32,14 +32,14 @@ from ros_helpers import (
 from sensor_msgs.msg import Image
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
+from fbsnet_ros.ros.names import CAMERA_TOPIC, DIAGNOSTICS_STATUS_NAME
 from fbsnet_ros.ros.node_base import PUBLISHER_CHECK_PERIOD_S, STOP_GRACE_S
 from fbsnet_ros.ros.node_core import STALE_INPUT_S
 
 CAMERA_SCRIPT = REPO_ROOT / "bench" / "camera_qos.py"
 READY_LINE = "segmenting"
-DIAGNOSTICS_NAME = "fbsnet: segmentation"
 NAMESPACE = "/deployed"
-CAMERA_TOPIC = f"{NAMESPACE}/image_raw"
+DEPLOYED_CAMERA_TOPIC = f"{NAMESPACE}/image_raw"
 # A 1080p frame through eager torch on two shared cores, with colour mask and overlay.
 FRAME_TIMEOUT_S = 20.0
 # A lost frame shows on /diagnostics within the publisher-but-no-frames delay, plus slack.
@@ -51,13 +51,13 @@ BEST_EFFORT = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 def remapped(namespace: str, camera_topic: str) -> list[str]:
     """The launch file's namespace and camera_topic arguments, as ros-args."""
-    return ["-r", f"__ns:={namespace}", "-r", f"/camera/image_raw:={camera_topic}"]
+    return ["-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"]
 
 
 @pytest.fixture(scope="module")
 def deployed_node(tmp_path_factory):
     with NodeProcess(tmp_path_factory.mktemp("deployed") / "node.log", [],
-                     remapped(NAMESPACE, CAMERA_TOPIC)) as node:
+                     remapped(NAMESPACE, DEPLOYED_CAMERA_TOPIC)) as node:
         node.wait_for_output(READY_LINE)
         yield node
 
@@ -72,7 +72,7 @@ def run_camera(tmp_path, *, size: str, encoding: str = "rgb8", reliability: str 
                frames: int = 3, outputs=("labels", "color_mask", "overlay"),
                answer_reliability: str = "reliable", timeout: float = FRAME_TIMEOUT_S,
                large_frames_profile: bool = False, namespace: str = NAMESPACE,
-               camera_topic: str = CAMERA_TOPIC) -> dict:
+               camera_topic: str = DEPLOYED_CAMERA_TOPIC) -> dict:
     """bench/camera_qos.py in its own process; its JSON report."""
     report_path = tmp_path / f"camera_{size}_{encoding}_{reliability}.json"
     environment = {name: value for name, value in os.environ.items()
@@ -111,9 +111,10 @@ def _transport_warnings(probe_recorder, start: int) -> list[dict]:
     for array in probe_recorder.messages[start:]:
         for status in array.status:
             values = {value.key: value.value for value in status.values}
-            if status.name == DIAGNOSTICS_NAME and status.level == DiagnosticStatus.WARN and (
-                    int(values["frames lost in transport"]) > 0
-                    or "no frame for" in status.message):
+            if (status.name == DIAGNOSTICS_STATUS_NAME
+                    and status.level == DiagnosticStatus.WARN
+                    and (int(values["frames lost in transport"]) > 0
+                         or "no frame for" in status.message)):
                 warnings.append({**values, "message": status.message})
     return warnings
 

@@ -24,8 +24,6 @@ from fbsnet_ros.inference import colorize, overlay
 from fbsnet_ros.ros.bag_tools import (
     CAMERA_MESSAGE_TYPES,
     IMAGE_TYPE,
-    LABELS_TOPIC,
-    OVERLAY_TOPIC,
     BagError,
     BagWriter,
     CameraFrame,
@@ -33,7 +31,6 @@ from fbsnet_ros.ros.bag_tools import (
     decode_camera_frame,
     deserialize,
     open_bag,
-    stamp_to_ns,
     storage_of,
     topic_connections,
     topic_message_count,
@@ -45,6 +42,8 @@ from fbsnet_ros.ros.image_conversion import (
     output_encoding_for,
     rgb_to_image_fields,
 )
+from fbsnet_ros.ros.names import LABELS_TOPIC, OVERLAY_TOPIC
+from fbsnet_ros.ros.stamps import stamp_to_ns
 
 # Frames (and label messages) waiting for their partner on a ground-truth topic. Recorders log
 # a frame and its label close together; anything further apart than this counts as unmatched,

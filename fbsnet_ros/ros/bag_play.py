@@ -25,8 +25,6 @@ from rosgraph_msgs.msg import Clock
 
 from fbsnet_ros.ros.bag_tools import (
     IMAGE_TYPE,
-    LABELS_TOPIC,
-    NANOSECONDS_PER_SECOND,
     BagError,
     BagWriter,
     bag_messages,
@@ -35,6 +33,8 @@ from fbsnet_ros.ros.bag_tools import (
     storage_of,
     topic_connections,
 )
+from fbsnet_ros.ros.names import LABELS_TOPIC
+from fbsnet_ros.ros.stamps import NANOSECONDS_PER_SECOND
 
 log = logging.getLogger(__name__)
 

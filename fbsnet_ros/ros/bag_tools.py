@@ -35,16 +35,13 @@ from fbsnet_ros.ros.image_conversion import (
     rgb_to_compressed_data,
     rgb_to_image_fields,
 )
-
-# The topics and frame of a camera as bag-from-images writes it and the node reads it.
-CAMERA_TOPIC = "/camera/image_raw"
-# image_transport's convention: the compressed stream of T is T/compressed.
-COMPRESSED_SUFFIX = "/compressed"
-GROUND_TRUTH_TOPIC = "/camera/labels"
-CAMERA_FRAME_ID = "camera"
-# What the node publishes, and what bag-eval writes in its place.
-LABELS_TOPIC = "/fbsnet/labels"
-OVERLAY_TOPIC = "/fbsnet/overlay"
+from fbsnet_ros.ros.names import (
+    CAMERA_FRAME_ID,
+    CAMERA_TOPIC,
+    COMPRESSED_SUFFIX,
+    GROUND_TRUTH_TOPIC,
+)
+from fbsnet_ros.ros.stamps import NANOSECONDS_PER_SECOND, ns_to_sec_nanosec, stamp_to_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -60,8 +57,6 @@ BAG_FORMAT_VERSION = 9
 RAW_ENCODINGS = ("rgb8", "bgr8")
 COMPRESSED_ENCODINGS = ("jpeg", "png")
 
-NANOSECONDS_PER_SECOND = 1_000_000_000
-
 log = logging.getLogger(__name__)
 
 
@@ -75,13 +70,8 @@ def typestore():
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def stamp_to_ns(stamp) -> int:
-    """builtin_interfaces/Time (of rosbags or rclpy) as integer nanoseconds."""
-    return int(stamp.sec) * NANOSECONDS_PER_SECOND + int(stamp.nanosec)
-
-
 def ns_to_stamp(nanoseconds: int):
-    seconds, nanosec = divmod(int(nanoseconds), NANOSECONDS_PER_SECOND)
+    seconds, nanosec = ns_to_sec_nanosec(nanoseconds)
     return typestore().types["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanosec)
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +24,9 @@ from sensor_msgs.msg import Image
 from fbsnet_ros.data.frame_sources import frame_source
 from fbsnet_ros.data.io import DatasetError
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_image_fields
+from fbsnet_ros.ros.names import CAMERA_TOPIC, LABELS_TOPIC, OVERLAY_TOPIC
+from fbsnet_ros.ros.processes import node_executable, stop_node_process
+from fbsnet_ros.ros.stamps import stamp_to_ns
 
 # Loading torch and the weights in the node process takes a while on a small CPU.
 NODE_START_TIMEOUT_S = 120.0
@@ -40,7 +41,7 @@ FFMPEG_LOG_QUIET = -8
 # How long the node (input_reliability auto) may take to re-subscribe reliable to this camera.
 INPUT_FOLLOW_TIMEOUT_S = 5.0
 # What the demo shows of the node's outputs.
-ANSWER_TOPICS = ("labels", "overlay")
+ANSWER_TOPICS = {"labels": LABELS_TOPIC, "overlay": OVERLAY_TOPIC}
 
 
 def default_params_file() -> Path:
@@ -56,32 +57,22 @@ def default_params_file() -> Path:
     return Path(__file__).resolve().parents[2] / "config" / "segmentation.yaml"
 
 
-def node_executable() -> str:
-    beside_python = Path(sys.executable).with_name("segmentation_node")
-    found = str(beside_python) if beside_python.exists() else shutil.which("segmentation_node")
-    if not found:
-        raise FileNotFoundError("the segmentation_node console script is not installed "
-                                "(run `make install` or `pip install -e .`)")
-    return found
-
-
 class DemoCamera(Node):
-    """Publishes frames on /camera/image_raw and collects the node's answers by stamp."""
+    """Publishes frames on the camera topic and collects the node's answers by stamp."""
 
     def __init__(self) -> None:
         super().__init__("fbsnet_demo_camera")
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.publisher = self.create_publisher(Image, "/camera/image_raw", reliable)
+        self.publisher = self.create_publisher(Image, CAMERA_TOPIC, reliable)
         self.answers: dict[str, dict[int, Image]] = {name: {} for name in ANSWER_TOPICS}
         self.arrived = threading.Condition()
         self.answer_subscriptions = {
             name: self.create_subscription(
-                Image, f"/fbsnet/{name}", lambda msg, name=name: self._on_answer(name, msg),
-                reliable)
-            for name in ANSWER_TOPICS}
+                Image, topic, lambda msg, name=name: self._on_answer(name, msg), reliable)
+            for name, topic in ANSWER_TOPICS.items()}
 
     def _on_answer(self, topic: str, msg: Image) -> None:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_to_ns(msg.header.stamp)
         with self.arrived:
             self.answers[topic][stamp] = msg
             self.arrived.notify_all()
@@ -90,22 +81,22 @@ class DemoCamera(Node):
         """What has not matched yet, on this side: the node's input, then each output."""
         waiting = []
         if self.publisher.get_subscription_count() == 0:
-            waiting.append("the node's subscription to /camera/image_raw")
+            waiting.append(f"the node's subscription to {CAMERA_TOPIC}")
         for name, subscription in self.answer_subscriptions.items():
             if _matched_publishers(self, subscription) == 0:
-                waiting.append(f"the node's publisher of /fbsnet/{name}")
+                waiting.append(f"the node's publisher of {ANSWER_TOPICS[name]}")
         return waiting
 
     def input_reliable(self) -> bool:
         """The node's input has followed this reliable camera (input_reliability auto)."""
         return any(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-                   for info in self.get_subscriptions_info_by_topic("/camera/image_raw"))
+                   for info in self.get_subscriptions_info_by_topic(CAMERA_TOPIC))
 
     def new_frame(self, rgb: np.ndarray) -> tuple[Image, int]:
         msg = Image(**rgb_to_image_fields(rgb, "rgb8"))
         msg.header.frame_id = "camera"
         msg.header.stamp = self.get_clock().now().to_msg()
-        return msg, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        return msg, stamp_to_ns(msg.header.stamp)
 
     def missing_answers(self, stamp: int, timeout: float) -> list[str]:
         """Wait up to timeout for every answer to stamp; the topics still missing."""
@@ -147,17 +138,6 @@ def describe_weights(weights: str | None) -> str:
     trained = f", val mIoU {100 * miou:.1f}%" if isinstance(miou, float) and miou >= 0 else ""
     kind = "shipped" if not weights else "given"
     return f"{kind} weights {path} ({metadata.get('dataset', 'unknown')}{trained})"
-
-
-def stop_node_process(process: subprocess.Popen) -> None:
-    """SIGINT, as Ctrl-C would; SIGKILL if the node has not gone within 15 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_demo(*, weights: str | None, images: str | None, video: str | None, frames: int,
@@ -236,7 +216,7 @@ def _play(camera: DemoCamera, node_process: subprocess.Popen, source, frames: in
                       file=sys.stderr)
                 return 1
             if time.monotonic() - sent > FRAME_TIMEOUT_S:
-                topics = ", ".join(f"/fbsnet/{name}" for name in missing)
+                topics = ", ".join(ANSWER_TOPICS[name] for name in missing)
                 print(f"demo: gave up on frame {index} after {FRAME_TIMEOUT_S:.0f} s "
                       f"({sends} sends): waiting for {topics}", file=sys.stderr)
                 return 1

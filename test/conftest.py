@@ -1,4 +1,9 @@
-"""Shared fixtures: a private DDS domain per test run, CamVid location, a random checkpoint."""
+"""Shared fixtures: a private DDS domain per test run, CamVid location, a random checkpoint,
+and for the ROS tests a parameter file and a probe node.
+
+Imported wherever the tests run, also where ROS is absent: rclpy and the ROS test helpers are
+imported inside the fixtures that need them, never here at the top.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +42,21 @@ def random_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "random_camvid.pt"
     save_inference_checkpoint(model, metadata, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def weights_params_file(random_checkpoint, tmp_path_factory) -> Path:
+    """Node parameters: the random checkpoint on the CPU whatever the machine."""
+    from ros_helpers import cpu_weights_params_file
+
+    return cpu_weights_params_file(tmp_path_factory.mktemp("params"), random_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def probe(request):
+    """A test-side ROS node of the module's own (own context, spun in a thread)."""
+    from ros_helpers import RosProbe
+
+    module = request.module.__name__.rpartition(".")[2]
+    with RosProbe(f"fbsnet_probe_{module}") as ros_probe:
+        yield ros_probe

@@ -24,14 +24,19 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from fbsnet_ros.ros.names import CAMERA_TOPIC
 from fbsnet_ros.ros.processes import node_executable, stop_node_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
 
+# The node's start-up log line once it serves frames.
+READY_LINE = "segmenting"
 # Discovery over localhost plus a torch import on two busy cores: be generous.
 STARTUP_TIMEOUT_S = 60.0
 ANSWER_TIMEOUT_S = 30.0
+# Until the first answer proves DDS has matched both ways, a frame may be republished this often.
+REPUBLISH_PERIOD_S = 3.0
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # How vision_msgs consumers subscribe to label info: the node's latched message reaches them.
@@ -52,6 +57,11 @@ def cpu_weights_params_file(directory: Path, checkpoint: Path) -> Path:
     the same hardware everywhere."""
     return write_params_file(directory / "weights.yaml",
                              {"weights": str(checkpoint), "device": "cpu"})
+
+
+def remapped(namespace: str, camera_topic: str) -> list[str]:
+    """The launch file's namespace and camera_topic arguments, as ros-args."""
+    return ["-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"]
 
 
 def reliable_subscription_override(topic: str) -> dict:
@@ -105,6 +115,24 @@ class NodeProcess:
 
 def stamp_key(header) -> tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
+
+
+def has_stamp(stamp: tuple[int, int]):
+    """A TopicRecorder.wait_for predicate: the message with this header stamp."""
+    return lambda message: stamp_key(message.header) == stamp
+
+
+def wait_for_answer(recorder: TopicRecorder, stamp: tuple[int, int], republish):
+    """The message on `recorder` with this stamp; `republish()` sends the frame again every
+    REPUBLISH_PERIOD_S while discovery may have lost it."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        answer = recorder.wait_for(has_stamp(stamp), timeout=REPUBLISH_PERIOD_S)
+        if answer is not None:
+            return answer
+        republish()
+    raise AssertionError(f"nothing on {recorder.subscription.topic_name} for frame {stamp} "
+                         f"in {ANSWER_TIMEOUT_S} s")
 
 
 class TopicRecorder:

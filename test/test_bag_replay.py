@@ -9,8 +9,8 @@ import pytest
 from bag_helpers import read_topic, run_cli, stamp_ns
 from diagnostic_msgs.msg import DiagnosticArray
 from ros_helpers import (
+    READY_LINE,
     NodeProcess,
-    RosProbe,
     reliable_subscription_override,
     wait_until,
     write_params_file,
@@ -27,7 +27,6 @@ from fbsnet_ros.ros.names import (
 from fbsnet_ros.ros.stamps import stamp_to_ns
 
 COMPRESSED_TOPIC = CAMERA_TOPIC + COMPRESSED_SUFFIX
-READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
 SLOW_FRAMES, SLOW_RATE_HZ = 4, 1.0
 # Faster than any CPU backend segments (the OpenVINO default answered all of 30 frames at
 # 50 Hz on a quiet 2-core machine): the node must drop, not queue.
@@ -62,13 +61,6 @@ def bags(camvid_root, tmp_path_factory) -> dict:
                           1_700_000_200),
         "after_flood": make_bag(camvid_root, folder / "after", 1, 1.0, 1_700_000_300),
     }
-
-
-@pytest.fixture(scope="module")
-def probe():
-    ros_probe = RosProbe("fbsnet_replay_probe")
-    yield ros_probe
-    ros_probe.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,18 @@ not. The same process also shows label info to a late subscriber and camera_info
 
 from __future__ import annotations
 
-import time
-
-import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import ReliabilityPolicy
 from ros_helpers import (
-    ANSWER_TIMEOUT_S,
     LATCHED,
     NodeProcess,
     RosProbe,
     camera_image,
-    cpu_weights_params_file,
+    has_stamp,
     stamp_key,
     subscription_reliabilities,
+    wait_for_answer,
     wait_until,
 )
 from sensor_msgs.msg import CameraInfo, Image
@@ -37,21 +34,9 @@ EXECUTABLE = "segmentation_lifecycle_node"
 HEIGHT, WIDTH = 480, 640
 # How long a frame may go unanswered before "not served" is believed.
 NOT_SERVED_WAIT_S = 3.0
-REPUBLISH_PERIOD_S = 3.0
 # Frames sent with a camera_info before one must come back with it, and how long each waits.
 CAMERA_INFO_TRIES = 5
 CAMERA_INFO_WAIT_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def weights_params_file(random_checkpoint, tmp_path_factory):
-    return cpu_weights_params_file(tmp_path_factory.mktemp("params"), random_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def probe():
-    with RosProbe("fbsnet_lifecycle_probe") as ros_probe:
-        yield ros_probe
 
 
 class ManagedNode:
@@ -95,14 +80,7 @@ class ManagedNode:
 
     def request(self, frame: Image, info: CameraInfo | None = None) -> Image:
         stamp = self.publish(frame, info)
-        deadline = time.monotonic() + ANSWER_TIMEOUT_S
-        while time.monotonic() < deadline:
-            labels = self.labels.wait_for(lambda m: stamp_key(m.header) == stamp,
-                                          timeout=REPUBLISH_PERIOD_S)
-            if labels is not None:
-                return labels
-            self.camera.publish(frame)
-        raise AssertionError(f"no labels for frame {stamp} in {ANSWER_TIMEOUT_S} s")
+        return wait_for_answer(self.labels, stamp, lambda: self.camera.publish(frame))
 
     def request_with_camera_info(self, frame: Image) -> tuple[Image, CameraInfo]:
         """Frames with their camera_info, as cameras stream them, until labels come back with
@@ -111,17 +89,14 @@ class ManagedNode:
         for _ in range(CAMERA_INFO_TRIES):
             labels = self.request(frame, _calibration())
             stamp = stamp_key(labels.header)
-            info = self.camera_info_out.wait_for(
-                lambda message, stamp=stamp: stamp_key(message.header) == stamp,
-                timeout=CAMERA_INFO_WAIT_S)
+            info = self.camera_info_out.wait_for(has_stamp(stamp), timeout=CAMERA_INFO_WAIT_S)
             if info is not None:
                 return labels, info
         raise AssertionError(f"no ~/camera_info for {CAMERA_INFO_TRIES} frames with one")
 
     def not_served(self, frame: Image) -> bool:
         stamp = self.publish(frame)
-        return self.labels.wait_for(lambda m: stamp_key(m.header) == stamp,
-                                    timeout=NOT_SERVED_WAIT_S) is None
+        return self.labels.wait_for(has_stamp(stamp), timeout=NOT_SERVED_WAIT_S) is None
 
 
 def _calibration() -> CameraInfo:

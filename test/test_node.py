@@ -22,11 +22,15 @@ from rclpy.qos import ReliabilityPolicy
 from ros_helpers import (
     ANSWER_TIMEOUT_S,
     LATCHED,
+    READY_LINE,
     NodeProcess,
     RosProbe,
     camera_image,
-    cpu_weights_params_file,
+    has_stamp,
+    remapped,
+    stamp_key,
     subscription_reliabilities,
+    wait_for_answer,
     wait_until,
     write_params_file,
 )
@@ -47,16 +51,8 @@ from fbsnet_ros.ros.node_core import (
 )
 
 NUM_CLASSES = 11  # CamVid, as in the random checkpoint
-READY_LINE = "segmenting"  # the node's start-up log line once it serves frames
-# Until the first answer proves DDS has matched both ways, a frame may be republished this often.
-REPUBLISH_PERIOD_S = 3.0
 # Low enough that a test frame of modest size can exceed it.
 SHARED_NODE_MAX_PIXELS = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def weights_params_file(random_checkpoint, tmp_path_factory):
-    return cpu_weights_params_file(tmp_path_factory.mktemp("params"), random_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +63,6 @@ def segmentation_node(weights_params_file, tmp_path_factory):
     with NodeProcess(directory / "node.log", [weights_params_file, settings]) as node:
         node.wait_for_output(READY_LINE)
         yield node
-
-
-@pytest.fixture(scope="module")
-def probe():
-    with RosProbe("fbsnet_test_probe") as ros_probe:
-        yield ros_probe
 
 
 class Camera:
@@ -103,13 +93,7 @@ class Camera:
     def request(self, message) -> Image:
         """Publish a frame and return its labels; republished while discovery may lose it."""
         stamp = self.publish(message)
-        deadline = time.monotonic() + ANSWER_TIMEOUT_S
-        while time.monotonic() < deadline:
-            labels = self.labels.wait_for(_has_stamp(stamp), timeout=REPUBLISH_PERIOD_S)
-            if labels is not None:
-                return labels
-            self.publisher.publish(message)
-        raise AssertionError(f"no labels for frame {stamp} in {ANSWER_TIMEOUT_S} s")
+        return wait_for_answer(self.labels, stamp, lambda: self.publisher.publish(message))
 
     def diagnostics_where(self, condition, timeout: float = ANSWER_TIMEOUT_S) -> dict:
         """Values of the first status published from now on that satisfies condition(values)."""
@@ -126,10 +110,6 @@ class Camera:
 @pytest.fixture(scope="module")
 def camera(segmentation_node, probe):
     return Camera(probe)
-
-
-def _has_stamp(stamp):
-    return lambda message: (message.header.stamp.sec, message.header.stamp.nanosec) == stamp
 
 
 def _values(status) -> dict:
@@ -151,7 +131,7 @@ def test_every_frame_is_answered_at_its_size_with_its_header(
     image = camera_image(height, width, encoding, frame_id=f"camera_{encoding}",
                          row_padding=row_padding)
     labels = camera.request(image)
-    stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
+    stamp = stamp_key(labels.header)
 
     expected_header = (image.header.stamp, f"camera_{encoding}")
     assert (labels.header.stamp, labels.header.frame_id) == expected_header
@@ -159,8 +139,8 @@ def test_every_frame_is_answered_at_its_size_with_its_header(
         height, width, "mono8", width)
     assert np.frombuffer(labels.data, np.uint8).max() < NUM_CLASSES
 
-    color_mask = camera.color_mask.wait_for(_has_stamp(stamp))
-    overlay = camera.overlay.wait_for(_has_stamp(stamp))
+    color_mask = camera.color_mask.wait_for(has_stamp(stamp))
+    overlay = camera.overlay.wait_for(has_stamp(stamp))
     assert color_mask is not None and overlay is not None
     assert (color_mask.height, color_mask.width, color_mask.encoding) == (height, width, "rgb8")
     assert (overlay.height, overlay.width, overlay.encoding) == (height, width, overlay_encoding)
@@ -201,7 +181,7 @@ def test_a_burst_is_served_latest_first_and_every_frame_accounted_for(camera):
     before = frame_counts(camera.diagnostics_where(all_settled))
     burst = [camera.publish(camera_image(480, 640, "rgb8", seed=seed)) for seed in range(8)]
 
-    assert camera.labels.wait_for(_has_stamp(burst[-1])) is not None, "newest frame unanswered"
+    assert camera.labels.wait_for(has_stamp(burst[-1])) is not None, "newest frame unanswered"
     after = frame_counts(camera.diagnostics_where(
         lambda values: all_settled(values) and frame_counts(values)["processed"] > before[
             "processed"]))
@@ -239,9 +219,9 @@ def test_overlay_alpha_changes_at_runtime_within_its_range(camera, probe):
 
     image = camera_image(60, 80, "rgb8", seed=3)
     labels = camera.request(image)
-    stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
-    color_mask = camera.color_mask.wait_for(_has_stamp(stamp))
-    overlay = camera.overlay.wait_for(_has_stamp(stamp))
+    stamp = stamp_key(labels.header)
+    color_mask = camera.color_mask.wait_for(has_stamp(stamp))
+    overlay = camera.overlay.wait_for(has_stamp(stamp))
     # Still blended at 0.3: the refused 1.5 changed nothing.
     expected = cv2.addWeighted(image_msg_to_rgb(image), 0.7, _pixels(color_mask), 0.3, 0.0)
     np.testing.assert_array_equal(_pixels(overlay), expected)
@@ -256,9 +236,9 @@ def test_publish_overlay_false_stops_the_overlay_only(camera, probe):
     assert probe.set_parameter("/fbsnet", "publish_overlay", False).successful
     try:
         labels = camera.request(camera_image(48, 64, "rgb8"))
-        stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
+        stamp = stamp_key(labels.header)
         # The worker publishes the mask before the overlay, so by now an overlay would be here.
-        assert camera.color_mask.wait_for(_has_stamp(stamp)) is not None
+        assert camera.color_mask.wait_for(has_stamp(stamp)) is not None
         assert camera.overlay.with_stamp(stamp) == []
     finally:
         probe.set_parameter("/fbsnet", "publish_overlay", True)
@@ -337,8 +317,8 @@ def test_compressed_input_is_decoded_and_answered_at_its_size(
     # Remapped, to check the compressed topic follows the camera topic's remapping.
     namespace, camera_topic = "/compressed_test", "/compressed_test/image"
     settings = write_params_file(tmp_path / "compressed.yaml", {"input_transport": "compressed"})
-    node = NodeProcess(tmp_path / "node.log", [weights_params_file, settings], [
-        "-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"])
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file, settings],
+                       remapped(namespace, camera_topic))
     try:
         node.wait_for_output(READY_LINE)
         camera = Camera(probe, namespace, f"{camera_topic}/compressed", CompressedImage)
@@ -351,8 +331,8 @@ def test_compressed_input_is_decoded_and_answered_at_its_size(
 
         assert (labels.height, labels.width, labels.encoding) == (150, 200, "mono8")
         assert labels.header.frame_id == "compressed_camera"
-        stamp = (labels.header.stamp.sec, labels.header.stamp.nanosec)
-        overlay = camera.overlay.wait_for(_has_stamp(stamp))
+        stamp = stamp_key(labels.header)
+        overlay = camera.overlay.wait_for(has_stamp(stamp))
         assert (overlay.height, overlay.width, overlay.encoding) == (150, 200, "rgb8")
     finally:
         node.stop()
@@ -379,9 +359,9 @@ def test_without_vision_msgs_the_node_serves_warns_once_and_has_no_label_info(
     python_path = os.pathsep.join(filter(None, [str(hidden.parent),
                                                 os.environ.get("PYTHONPATH")]))
     namespace, camera_topic = "/no_vision_msgs", "/no_vision_msgs/front/image_raw"
-    node = NodeProcess(tmp_path / "node.log", [weights_params_file], [
-        "-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"],
-        environment={"PYTHONPATH": python_path})
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file],
+                       remapped(namespace, camera_topic),
+                       environment={"PYTHONPATH": python_path})
     try:
         node.wait_for_output(READY_LINE)
         camera = Camera(probe, namespace, camera_topic)
@@ -403,8 +383,8 @@ def test_signal_stops_the_node_promptly_mid_frame(
         weights_params_file, probe, tmp_path, stop_signal):
     namespace = f"/{stop_signal.name.lower()}_test"
     camera_topic = f"{namespace}/image"
-    node = NodeProcess(tmp_path / "node.log", [weights_params_file], [
-        "-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"])
+    node = NodeProcess(tmp_path / "node.log", [weights_params_file],
+                       remapped(namespace, camera_topic))
     try:
         node.wait_for_output(READY_LINE)
         camera = Camera(probe, namespace, camera_topic)

@@ -22,9 +22,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_helpers import (
     LARGE_FRAMES_PROFILE,
+    READY_LINE,
     REPO_ROOT,
     NodeProcess,
-    RosProbe,
+    remapped,
     subscription_reliabilities,
     wait_until,
     write_params_file,
@@ -32,12 +33,11 @@ from ros_helpers import (
 from sensor_msgs.msg import Image
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
-from fbsnet_ros.ros.names import CAMERA_TOPIC, DIAGNOSTICS_STATUS_NAME
+from fbsnet_ros.ros.names import DIAGNOSTICS_STATUS_NAME
 from fbsnet_ros.ros.node_base import PUBLISHER_CHECK_PERIOD_S, STOP_GRACE_S
 from fbsnet_ros.ros.node_core import STALE_INPUT_S
 
 CAMERA_SCRIPT = REPO_ROOT / "bench" / "camera_qos.py"
-READY_LINE = "segmenting"
 NAMESPACE = "/deployed"
 DEPLOYED_CAMERA_TOPIC = f"{NAMESPACE}/image_raw"
 # A 1080p frame through eager torch on two shared cores, with colour mask and overlay.
@@ -49,23 +49,12 @@ STOP_TIMEOUT_S = STOP_GRACE_S + 3.0
 BEST_EFFORT = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
-def remapped(namespace: str, camera_topic: str) -> list[str]:
-    """The launch file's namespace and camera_topic arguments, as ros-args."""
-    return ["-r", f"__ns:={namespace}", "-r", f"{CAMERA_TOPIC}:={camera_topic}"]
-
-
 @pytest.fixture(scope="module")
 def deployed_node(tmp_path_factory):
     with NodeProcess(tmp_path_factory.mktemp("deployed") / "node.log", [],
                      remapped(NAMESPACE, DEPLOYED_CAMERA_TOPIC)) as node:
         node.wait_for_output(READY_LINE)
         yield node
-
-
-@pytest.fixture(scope="module")
-def probe():
-    with RosProbe("fbsnet_transport_probe") as ros_probe:
-        yield ros_probe
 
 
 def run_camera(tmp_path, *, size: str, encoding: str = "rgb8", reliability: str = "reliable",

@@ -358,8 +358,11 @@ def load_frames(data_root: str, size: tuple[int, int]) -> list[np.ndarray]:
 
 
 def main(argv=None) -> int:
+    from fbsnet_ros.evaluation.benchmark import format_machine, machine_summary
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(format_machine(), flush=True)
     domain = isolate_dds(args.domain_id)
     height, width = (int(v) for v in args.size.lower().split("x"))
     frames = load_frames(args.data_root, (height, width))
@@ -395,6 +398,7 @@ def main(argv=None) -> int:
     engine, paced_engine = engine_summary(engine_blocks), engine_summary(paced_engine_blocks)
     throughput, latency = flood_summary(flood_blocks), paced_summary(paced_blocks)
     result = {
+        "machine": machine_summary(),
         "frame_size": [height, width], "ros_domain_id": domain, "backend": segmenter.backend_name,
         "rounds": rounds, "engine": engine, "engine_paced": paced_engine,
         "node_flooded": throughput, "node_paced": latency,

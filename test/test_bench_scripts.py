@@ -17,14 +17,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, tmp_path):
     report_path = tmp_path / "node_overhead.json"
+    environment = {**os.environ, "TMPDIR": str(tmp_path), "OMP_WAIT_POLICY": "PASSIVE"}
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "node_overhead.py"),
          "--weights", str(random_checkpoint), "--backend", "torch", "--size", "240x320",
          "--rounds", "2", "--seconds", "3", "--data-root", str(camvid_root),
          "--domain-id", os.environ["ROS_DOMAIN_ID"], "--json", str(report_path)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
+        capture_output=True, text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     report = json.loads(report_path.read_text())
+    # The thread settings it ran under, in its header and its report.
+    assert completed.stdout.startswith("machine: ")
+    assert "OMP_WAIT_POLICY=PASSIVE" in completed.stdout.splitlines()[0]
+    assert report["machine"]["thread_variables"] == {
+        "OMP_NUM_THREADS": environment.get("OMP_NUM_THREADS"), "OMP_WAIT_POLICY": "PASSIVE"}
     assert report["backend"] == "torch:fp32" and report["frame_size"] == [240, 320]
     assert len(report["rounds"]) == 2
 

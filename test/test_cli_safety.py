@@ -314,6 +314,10 @@ def test_benchmark_times_any_frame_size_and_prints_each_table_once(random_checkp
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert output.count("frames 100x100, network input 96x96") == 1, output
+    # The header says what the figures were timed under: torch took OMP_NUM_THREADS=1.
+    (machine,) = [line for line in result.stdout.splitlines() if line.startswith("machine:")]
+    wait_policy = ENV.get("OMP_WAIT_POLICY", "unset")
+    assert f"(1 threads; OMP_NUM_THREADS=1, OMP_WAIT_POLICY={wait_policy})" in machine
 
 
 def test_segmenter_names_an_empty_frame(random_checkpoint):

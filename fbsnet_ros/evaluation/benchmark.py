@@ -34,6 +34,10 @@ ROUNDS = 5
 HOST_SUFFIX = "host"
 # Distinct frames cycled through while timing (real CamVid frames where available).
 FRAME_COUNT = 8
+# Environment variables that change CPU timings: how many threads torch's OpenMP runtime
+# starts, and whether its idle threads spin or sleep (on shared cores, spinning ones slow every
+# other process down).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")
 
 
 @dataclass
@@ -214,6 +218,8 @@ def machine_summary() -> dict:
         "cpu": _cpu_name(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # None where unset.
+        "thread_variables": {name: os.environ.get(name) for name in THREAD_VARIABLES},
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -243,10 +249,12 @@ def report_dict(results: Sequence[SizeResult]) -> dict:
 
 
 def format_machine() -> str:
-    """The machine line heading every benchmark report."""
+    """The machine line heading every benchmark report, with the thread settings timed under."""
     machine = machine_summary()
+    variables = ", ".join(f"{name}={value or 'unset'}"
+                          for name, value in machine["thread_variables"].items())
     return (f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
-            f"{machine['torch']} ({machine['torch_threads']} threads)"
+            f"{machine['torch']} ({machine['torch_threads']} threads; {variables})"
             + (f", GPU {machine['gpu']}" if "gpu" in machine else ""))
 
 

@@ -38,24 +38,25 @@ def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, 
     assert engine["frames"] > 0 and engine["median_ms"] > 0
     # The flood offers more frames than the node answers, and it answers many of them.
     assert flooded["frames"] > flooded["labels"] > 0
-    # The node's own counters account for every frame: received (processed or replaced in
-    # the mailbox) or lost on the way; the probe saw a label for each processed frame.
+    # The node's own counters (from /diagnostics) agree with what the probe saw: it received
+    # no more frames than the probe published, each one processed or replaced in the mailbox,
+    # and the probe got a label for each processed frame.
     accounting = flooded["accounting"]
-    assert accounting["published"] == flooded["frames"]
+    assert 0 < accounting["received"] <= accounting["published"]
     assert accounting["received"] == accounting["processed"] + accounting["replaced"]
-    assert accounting["lost_in_transport"] == accounting["published"] - accounting["received"]
     assert accounting["processed"] == flooded["labels"] > 0
     assert "flooded frames:" in completed.stdout
-    assert report["throughput_ratio"] == flooded["labels_per_s"] / engine["fps"]
     # Paced frames are answered and matched to their stamps (how many of them depends on the
     # load a shared test run puts on the machine; the README's figures come from a quiet one).
     assert paced["frames"] > 0 and paced["answered"] >= 0.5 * paced["frames"]
     assert 0 < paced["p50_ms"] <= paced["p99_ms"] <= paced["max_ms"]
-    assert report["p99_over_engine_median"] == paced["p99_ms"] / engine["median_ms"]
     assert report["engine_paced"]["frames"] > 0
-    assert report["p99_over_paced_engine_median"] == (
-        paced["p99_ms"] / report["engine_paced"]["median_ms"])
-    assert "node/engine throughput" in completed.stdout
+    # The ratios the README quotes are printed as reported.
+    for printed in (f"node/engine throughput {report['throughput_ratio']:.3f}",
+                    f"p99 / engine median {report['p99_over_engine_median']:.2f}",
+                    f"node p99 / paced engine median "
+                    f"{report['p99_over_paced_engine_median']:.2f}"):
+        assert printed in completed.stdout
 
 
 def test_dds_large_messages_counts_what_arrives_with_the_profile_on_the_writer():

@@ -28,14 +28,6 @@ EXIT_SOME_FAILED = 1
 EXIT_USER_ERROR = 2
 
 
-def _backend_unavailable() -> type[Exception]:
-    """BackendUnavailable (this backend cannot run here: not installed, no hardware support)
-    is the user's choice of backend to fix, but does not derive from UserError yet."""
-    from fbsnet_ros.inference.backends import BackendUnavailable
-
-    return BackendUnavailable
-
-
 @contextmanager
 def _invalid_values(option: str = ""):
     """Around a call that only validates (a recipe, a backend name, a start time): its
@@ -699,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     # else is a bug and keeps its traceback.
     try:
         return args.handler(args, extra)
-    except (UserError, _backend_unavailable()) as error:
+    except UserError as error:
         print(f"fbsnet-ros {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

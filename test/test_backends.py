@@ -187,7 +187,8 @@ def test_batch_norm_folding_keeps_logits(checkpoints, val_frames, weights):
     torch.testing.assert_close(actual, expected, atol=LOGIT_TOLERANCE, rtol=0)
 
 
-def test_onnx_export_has_dynamic_height_and_width(random_checkpoint, val_frames, tmp_path):
+def test_onnx_export_has_dynamic_batch_height_and_width(random_checkpoint, val_frames,
+                                                       tmp_path):
     import onnx
     import onnxruntime
 
@@ -199,20 +200,20 @@ def test_onnx_export_has_dynamic_height_and_width(random_checkpoint, val_frames,
     graph = onnx.load(str(path))
     dims = graph.graph.input[0].type.tensor_type.shape.dim
     input_dims = [dim.dim_param or dim.dim_value for dim in dims]
-    assert input_dims == [1, 3, "height", "width"]
+    assert input_dims == ["batch", 3, "height", "width"]
     properties = {entry.key: json.loads(entry.value) for entry in graph.metadata_props}
     model, metadata = load_model(random_checkpoint)
     assert properties["class_names"] == list(metadata.class_names)
     assert properties["mean"] == list(metadata.mean)
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for size in [(96, 128), (360, 480)]:
+    for size, frames in [((96, 128), 1), ((360, 480), 1), ((96, 128), 3)]:
         transform = FrameTransform(size, properties["mean"], properties["std"])
-        batch = transform.to_input(val_frames[0])
+        batch = torch.cat([transform.to_input(frame) for frame in val_frames[:frames]])
         (logits,) = session.run(None, {"image": batch.numpy()})
         with torch.inference_mode():
             expected = model(batch)
-        assert logits.shape == (1, len(metadata.class_names), *size)
+        assert logits.shape == (frames, len(metadata.class_names), *size)
         torch.testing.assert_close(torch.from_numpy(logits), expected, atol=LOGIT_TOLERANCE,
                                    rtol=0)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fbsnet_ros.data.classes import IGNORE_INDEX
+from fbsnet_ros.data.classes import IGNORE_INDEX, UNLABELED
 from fbsnet_ros.evaluation.metrics import (
     ConfusionMatrix,
     metrics_report,
@@ -39,18 +39,43 @@ EXPECTED_MIOU = (2 / 7 + 1 / 3 + 0.0 + 0.0) / 4
 EXPECTED_PIXEL_ACCURACY = 3 / 8
 
 
+def with_no_class_column(matrix: np.ndarray, no_class=(0, 0, 0, 0, 0)) -> np.ndarray:
+    """ConfusionMatrix's layout: the class columns, then the pixels predicted as no class."""
+    return np.column_stack([matrix, no_class])
+
+
 def test_confusion_matrix_counts_pairs_and_skips_ignored_pixels():
     confusion = ConfusionMatrix(5)
     confusion.update(TARGET, PREDICTION)
-    np.testing.assert_array_equal(confusion.matrix.numpy(), EXPECTED_MATRIX)
+    np.testing.assert_array_equal(confusion.matrix.numpy(), with_no_class_column(EXPECTED_MATRIX))
     assert int(confusion.matrix.sum()) == 8  # 10 pixels, 2 ignored
+
+
+def test_unlabeled_predictions_count_as_wrong():
+    # The node's confidence threshold marks pixels 255: they are false negatives of their
+    # ground-truth class, never a hit for any class (the last class was once credited).
+    target = np.array([0, 0, 4, 4, 4, 1])
+    prediction = np.array([0, UNLABELED, 4, UNLABELED, 7, 1])  # 7: past the classes, no class
+    confusion = ConfusionMatrix(5)
+    confusion.update(target, prediction)
+    expected = np.zeros((5, 6), np.int64)
+    expected[0, 0] = expected[4, 4] = expected[1, 1] = 1
+    expected[0, 5], expected[4, 5] = 1, 2
+    np.testing.assert_array_equal(confusion.matrix.numpy(), expected)
+    metrics = confusion.compute()
+    np.testing.assert_allclose(metrics["per_class_iou"], [0.5, 1.0, math.nan, math.nan, 1 / 3],
+                               equal_nan=True)
+    assert metrics["pixel_accuracy"] == pytest.approx(3 / 6)
+    # Dropping the no-class column would score it higher: the column is what makes it wrong.
+    assert segmentation_metrics(expected[:, :5])["pixel_accuracy"] == 1.0
 
 
 def test_confusion_matrix_accumulates_tensors_and_resets():
     confusion = ConfusionMatrix(5)
     confusion.update(torch.from_numpy(TARGET), torch.from_numpy(PREDICTION))
     confusion.update(TARGET.ravel(), PREDICTION.ravel())
-    np.testing.assert_array_equal(confusion.matrix.numpy(), 2 * EXPECTED_MATRIX)
+    np.testing.assert_array_equal(confusion.matrix.numpy(),
+                                  2 * with_no_class_column(EXPECTED_MATRIX))
     confusion.reset()
     assert int(confusion.matrix.sum()) == 0
 

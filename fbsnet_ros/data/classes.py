@@ -5,6 +5,10 @@ from __future__ import annotations
 # Labels equal to this are left out of the loss and of every metric.
 IGNORE_INDEX = 255
 
+# A predicted label for "no class": pixels whose confidence is below the threshold in use
+# (vision_msgs' value for unlabeled uint8 pixels). Scoring counts it as a wrong prediction.
+UNLABELED = 255
+
 # ImageNet statistics in RGB order; stored in every checkpoint so inference normalises alike.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -12,17 +12,22 @@ from fbsnet_ros.data.classes import IGNORE_INDEX
 
 
 class ConfusionMatrix:
-    """Counts (ground truth, prediction) pairs over a whole evaluated set; rows are ground truth."""
+    """Counts (ground truth, prediction) pairs over a whole evaluated set; rows are ground truth.
+
+    K classes make a K x (K + 1) matrix: the last column counts pixels predicted as no class
+    (UNLABELED, below a confidence threshold, or any id past the classes), which every metric
+    counts as wrong.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         # Counts stay on the device of the frames (a GPU's, in training): no sync per frame.
-        self._counts = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self._counts = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64)
 
     @property
     def matrix(self) -> torch.Tensor:
-        """The counts on the CPU, rows ground truth, columns prediction."""
+        """The counts on the CPU, rows ground truth, columns prediction (the last: no class)."""
         return self._counts.cpu()
 
     def reset(self) -> None:
@@ -33,33 +38,48 @@ class ConfusionMatrix:
         prediction = torch.as_tensor(prediction).reshape(-1).to(torch.int64)
         if target.shape != prediction.shape:
             raise ValueError(f"target has {target.numel()} pixels, prediction {prediction.numel()}")
-        valid = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
-        pairs = target[valid] * self.num_classes + prediction[valid].clamp(0, self.num_classes - 1)
-        counts = torch.bincount(pairs, minlength=self.num_classes**2)
+        classes = self.num_classes
+        valid = (target != self.ignore_index) & (target >= 0) & (target < classes)
+        prediction = prediction[valid]
+        no_class = (prediction < 0) | (prediction >= classes)
+        prediction = prediction.masked_fill(no_class, classes)
+        pairs = target[valid] * (classes + 1) + prediction
+        counts = torch.bincount(pairs, minlength=classes * (classes + 1))
         if self._counts.device != counts.device:
             self._counts = self._counts.to(counts.device)
-        self._counts += counts.view(self.num_classes, self.num_classes)
+        self._counts += counts.view(classes, classes + 1)
 
     def compute(self) -> dict:
         return segmentation_metrics(self.matrix.numpy())
 
 
+def class_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A K x K or K x (K + 1) confusion matrix (ConfusionMatrix.matrix) as its K x K class
+    columns and its ground-truth row totals (which include the pixels predicted as no class)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    classes = matrix.shape[0]
+    if matrix.ndim != 2 or matrix.shape[1] not in (classes, classes + 1):
+        raise ValueError(f"a confusion matrix is K x K or K x (K + 1), got {matrix.shape}")
+    return matrix[:, :classes], matrix.sum(axis=1)
+
+
 def per_class_iou(matrix: np.ndarray) -> np.ndarray:
     """IoU per class; NaN where a class is absent from both ground truth and prediction.
 
-    A class present in the ground truth with no true positive scores 0, not NaN.
+    A class present in the ground truth with no true positive scores 0, not NaN; a pixel
+    predicted as no class is a false negative of its ground-truth class.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    true_positive = np.diag(matrix)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - true_positive
+    classes, rows = class_columns(matrix)
+    true_positive = np.diag(classes)
+    union = classes.sum(axis=0) + rows - true_positive
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, true_positive / union, np.nan)
 
 
 def pixel_accuracy(matrix: np.ndarray) -> float:
-    matrix = np.asarray(matrix, dtype=np.float64)
-    total = matrix.sum()
-    return float(np.trace(matrix) / total) if total > 0 else math.nan
+    classes, rows = class_columns(matrix)
+    total = rows.sum()
+    return float(np.trace(classes) / total) if total > 0 else math.nan
 
 
 def segmentation_metrics(matrix: np.ndarray) -> dict:

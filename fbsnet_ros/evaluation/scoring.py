@@ -19,12 +19,18 @@ from fbsnet_ros.evaluation.metrics import (
 
 
 def score_frames(segmenter, frames: Iterable[tuple[np.ndarray, np.ndarray]],
-                 progress=None) -> tuple[ConfusionMatrix, int]:
-    """Predict every (RGB, label) pair at the label's full size and accumulate the confusion."""
+                 progress=None, confidence_threshold: float = 0.0
+                 ) -> tuple[ConfusionMatrix, int]:
+    """Predict every (RGB, label) pair at the label's full size and accumulate the confusion.
+
+    With a confidence threshold above 0, pixels below it are predicted as no class (as the
+    node publishes them) and count as wrong.
+    """
     confusion = ConfusionMatrix(segmenter.num_classes)
     count = 0
     for image, label in frames:
-        confusion.update(label, segmenter.predict(image))
+        prediction = segmenter.segment(image, threshold=confidence_threshold).labels
+        confusion.update(label, prediction)
         count += 1
         if progress is not None:
             progress.update(1)
@@ -71,10 +77,14 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
     import matplotlib.pyplot as plt
 
     matrix = np.asarray(matrix, dtype=np.float64)
+    columns = list(class_names)
+    size = len(class_names)
+    if matrix.shape[1] > size and matrix[:, size:].sum() > 0:
+        columns.append("(unlabeled)")  # predicted as no class: below the confidence threshold
+    matrix = matrix[:, :len(columns)]
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    size = len(class_names)
-    figure, axes = plt.subplots(figsize=(2 + 0.6 * size, 1.5 + 0.55 * size))
+    figure, axes = plt.subplots(figsize=(2 + 0.6 * len(columns), 1.5 + 0.55 * size))
     image = axes.imshow(np.ma.masked_where(np.broadcast_to(rows == 0, matrix.shape), normalised),
                         cmap="Blues", vmin=0, vmax=1)
     axes.set_facecolor("#dddddd")  # absent rows show the background, not "0 %"
@@ -84,13 +94,13 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
             axes.text(size / 2 - 0.5, truth, "absent from the ground truth", ha="center",
                       va="center", fontsize=font_size, color="#555555")
             continue
-        for predicted in range(size):
+        for predicted in range(len(columns)):
             share = normalised[truth, predicted]
             if matrix[truth, predicted] > 0:
                 axes.text(predicted, truth, f"{100 * share:.0f}" if share >= 0.005 else "<1",
                           ha="center", va="center", fontsize=font_size,
                           color="white" if share > 0.6 else "black")
-    axes.set_xticks(range(size), class_names, rotation=60, ha="right")
+    axes.set_xticks(range(len(columns)), columns, rotation=60, ha="right")
     axes.set_yticks(range(size), class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("ground truth")

@@ -10,10 +10,17 @@ import numpy as np
 import torch
 
 from fbsnet_ros.checkpoint import CheckpointError, ModelMetadata, load_model
+from fbsnet_ros.data.classes import UNLABELED
 from fbsnet_ros.devices import resolve_device
 from fbsnet_ros.errors import InvalidValue
 from fbsnet_ros.inference.backends import create_backend
-from fbsnet_ros.inference.frames import UPSAMPLE_MODES, FrameTransform  # noqa: F401 (re-exported)
+from fbsnet_ros.inference.frames import (  # noqa: F401 (UPSAMPLE_MODES re-exported)
+    UPSAMPLE_MODES,
+    FrameTransform,
+    Segmentation,
+    apply_threshold,
+    threshold_level,
+)
 from fbsnet_ros.inference.visualize import palette_array
 from fbsnet_ros.model import OUTPUT_STRIDE
 
@@ -49,14 +56,23 @@ class Segmenter:
 
     def __init__(self, model: torch.nn.Module, metadata: ModelMetadata, *, device: str = "auto",
                  input_size=None, upsample: str = "bilinear", backend: str = "torch",
-                 backend_options: dict | None = None) -> None:
-        """`backend_options` go to the backend class (benchmarks: OpenVINO frame_graph=False)."""
+                 threads: int = 0, backend_options: dict | None = None) -> None:
+        """`threads`: CPU threads for inference, torch's and the runtime's (0: their defaults,
+        every core); `backend_options` go to the backend class (benchmarks: OpenVINO
+        frame_graph=False)."""
+        if int(threads) != threads or threads < 0:
+            raise InvalidValue(f"inference threads must be 0 (the runtime's default) or more, "
+                               f"got {threads}")
+        if threads:
+            # Process-wide: torch runs the eager backends and the host-side pre/post-processing.
+            torch.set_num_threads(int(threads))
+        self.threads = int(threads)
         self.metadata = metadata
         self.device = resolve_device(device)
         self.input_size = check_input_size(input_size or metadata.input_size)
         self.transform = FrameTransform(self.input_size, metadata.mean, metadata.std, upsample)
         self.backend = create_backend(backend, model.eval(), metadata, self.transform, self.device,
-                                      **(backend_options or {}))
+                                      threads=self.threads, **(backend_options or {}))
         self.palette = palette_array(metadata.palette)
 
     @classmethod
@@ -93,6 +109,28 @@ class Segmenter:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB to HxW uint8 class ids at the same size."""
+        return self.backend.segment(self._checked(image)).labels
+
+    def segment(self, image: np.ndarray, *, confidence: bool = False,
+                threshold: float = 0.0) -> Segmentation:
+        """Labels and, when asked (or needed for a threshold above 0), the confidence: the
+        top softmax probability of each pixel as 0-255. Pixels below the threshold (0-1) get
+        the label UNLABELED (255)."""
+        threshold_level(threshold)  # checks the range
+        result = self.backend.segment(self._checked(image), confidence or threshold > 0.0)
+        return apply_threshold(result, threshold, UNLABELED)
+
+    def segment_batch(self, images: list[np.ndarray], *, confidence: bool = False,
+                      threshold: float = 0.0) -> list[Segmentation]:
+        """`segment` for several frames (several cameras, any sizes) at once: one network
+        batch where the backend can batch (`backend.batching`), in turn otherwise."""
+        threshold_level(threshold)
+        results = self.backend.segment_batch([self._checked(image) for image in images],
+                                             confidence or threshold > 0.0)
+        return [apply_threshold(result, threshold, UNLABELED) for result in results]
+
+    @staticmethod
+    def _checked(image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
         if image.size == 0:
@@ -103,4 +141,4 @@ class Segmenter:
             # warns on those although the engine only reads them. A frame-sized copy is cheap
             # next to the network.
             image = image.copy()
-        return self.backend.segment(image)
+        return image

@@ -22,36 +22,39 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 # Bumped when the exported graph changes for the same weights, so stale cache entries are not used.
-EXPORT_FORMAT = 1
+# 2: the batch dimension is dynamic too (several cameras in one run).
+EXPORT_FORMAT = 2
 # Tracing size: any multiple of the output stride works, small keeps the export quick.
 TRACE_SIZE = (96, 128)
 
 
 def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | None = None) -> Path:
-    """Write `model` as ONNX: input 'image' 1x3xHxW float32 normalised, output 'logits' 1xKxHxW.
+    """Write `model` as ONNX: input 'image' Nx3xHxW float32 normalised, output 'logits' NxKxHxW.
 
-    H and W are dynamic (any multiple of 8). The checkpoint's metadata (class names, palette,
-    mean, std, input size) goes into the file's metadata_props as JSON, so a runtime without
-    fbsnet_ros can still pre-process frames the same way.
+    N, H and W are dynamic (H and W any multiple of 8). The checkpoint's metadata (class names,
+    palette, mean, std, input size) goes into the file's metadata_props as JSON, so a runtime
+    without fbsnet_ros can still pre-process frames the same way.
     """
     import onnx
 
     model = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     height_blocks = torch.export.Dim("height_blocks", min=1, max=1024)
     width_blocks = torch.export.Dim("width_blocks", min=1, max=1024)
-    example = torch.zeros(1, 3, *TRACE_SIZE)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    # Two frames: the exporter would fix a dimension traced at size 1.
+    example = torch.zeros(2, 3, *TRACE_SIZE)
     # The exporter prints its progress, logs every graph pass and warns about torchvision ops
     # FBSNet never uses: none of it is news to a user.
     with _quiet_exporter():
         program = torch.onnx.export(
             model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={"image": {2: OUTPUT_STRIDE * height_blocks,
+            dynamic_shapes={"image": {0: batch, 2: OUTPUT_STRIDE * height_blocks,
                                       3: OUTPUT_STRIDE * width_blocks}},
             dynamo=True, optimize=True, verbose=False)
     proto = program.model_proto
     for value in (*proto.graph.input, *proto.graph.output):
         dims = value.type.tensor_type.shape.dim
-        dims[2].dim_param, dims[3].dim_param = "height", "width"
+        dims[0].dim_param, dims[2].dim_param, dims[3].dim_param = "batch", "height", "width"
     if metadata is not None:
         for key, entry in metadata.to_dict().items():
             if key in ("class_names", "palette", "mean", "std", "input_size", "dataset"):

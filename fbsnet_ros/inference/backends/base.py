@@ -7,14 +7,15 @@ import logging
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from fbsnet_ros.checkpoint import ModelMetadata
-from fbsnet_ros.inference.frames import FrameTransform
+from fbsnet_ros.errors import UserError
+from fbsnet_ros.inference.frames import FrameTransform, Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +25,35 @@ CPU = torch.device("cpu")
 Graph = TypeVar("Graph")
 
 
-class BackendUnavailable(RuntimeError):
-    """This backend cannot run here (not installed, no hardware support); the message says why."""
+class BackendUnavailable(UserError, RuntimeError):
+    """This backend cannot run here (not installed, no hardware support); the message says why.
+    The user's choice of backend to fix: the command line reports it in one line."""
 
 
 class Backend(ABC):
     """Runs FBSNet on one camera frame; subclasses differ in how the network is run.
 
-    `segment` takes an HxWx3 uint8 RGB frame and returns HxW uint8 labels; the default
-    implementation does the shared CPU pre-processing, calls `infer`, and the shared
-    post-processing, so every backend sees the same input tensor and decodes the same way.
-    Backends whose compiled graph holds the pre- and post-processing override it.
+    `segment` takes an HxWx3 uint8 RGB frame and returns its HxW uint8 labels and, when asked,
+    its confidence; the default implementation does the shared CPU pre-processing, calls
+    `infer`, and the shared post-processing, so every backend sees the same input tensor and
+    decodes the same way. Backends whose compiled graph holds the pre- and post-processing
+    override it. `segment_batch` runs several frames (several cameras) at once where the
+    backend can batch (`batching`), else in turn.
     """
 
     name: ClassVar[str]
     # Precisions per device type; the first is the default.
     precisions: ClassVar[dict[str, tuple[str, ...]]]
+    # Whether `segment_batch` runs frames through the network as one batch; when False it runs
+    # them in turn, and `batching_refusal` says why.
+    batching: ClassVar[bool] = True
+    batching_refusal: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, metadata: ModelMetadata, transform: FrameTransform,
-                 device: torch.device, precision: str) -> None:
+                 device: torch.device, precision: str, threads: int = 0) -> None:
+        """threads: CPU threads for the runtime's own pool (0: the runtime's default)."""
         self.metadata = metadata
+        self.threads = threads
         self.transform = transform
         self.device = device
         self.precision = precision
@@ -82,13 +92,26 @@ class Backend(ABC):
     def describe(self) -> str:
         return f"{self.spec} on {self.device}"
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
+    def segment(self, image: np.ndarray, confidence: bool = False) -> Segmentation:
         logits = self.infer(self.transform.to_input(image, out=self._input))
-        return self.transform.to_labels(logits, image.shape[:2])
+        return self.transform.decode(logits, image.shape[:2], confidence)
+
+    def segment_batch(self, images: list[np.ndarray], confidence: bool = False
+                      ) -> list[Segmentation]:
+        """Several frames (any sizes) at once: one network batch where the backend can."""
+        if len(images) == 1 or not self.batching:
+            return [self.segment(image, confidence) for image in images]
+        batch = torch.empty((len(images), 3, *self.transform.input_size))
+        for row, image in zip(batch, images):
+            self.transform.to_input(image, out=row.unsqueeze(0))
+        logits = self.infer(batch)
+        return [self.transform.decode(logits[index:index + 1], image.shape[:2], confidence)
+                for index, image in enumerate(images)]
 
     @abstractmethod
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
-        """1x3xhxw float32 normalised input on `input_device` to 1xKxhxw logits."""
+        """Nx3xhxw float32 normalised input on `input_device` to NxKxhxw logits (N > 1 only
+        where `batching`)."""
 
     def warm_up(self, repeats: int = 2) -> None:
         """Run a black frame through the whole path (compilation, graph capture, autotuning)."""
@@ -98,28 +121,47 @@ class Backend(ABC):
             self.segment(frame)
 
 
+class GraphShape(NamedTuple):
+    """What a graph specialised to fixed shapes is built for."""
+
+    height: int  # the camera frame's
+    width: int
+    batch: int = 1  # frames per run (several cameras of one size)
+    confidence: bool = False  # whether it also returns the confidence
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def __str__(self) -> str:
+        return (f"{self.batch} x {self.height}x{self.width} frame(s)"
+                f"{', with confidence' if self.confidence else ''}")
+
+
 class PerFrameSize(Generic[Graph]):
-    """Graphs specialised to one camera frame size, built on first use, the most recent kept."""
+    """Graphs specialised to one frame size (and batch, and outputs), built on first use, the
+    most recently used kept."""
 
-    # A camera rarely changes size; a benchmark sweeps a few.
-    CAPACITY = 4
+    # A camera rarely changes size; a benchmark sweeps a few; several cameras add batch sizes.
+    CAPACITY = 8
 
-    def __init__(self, build: Callable[[tuple[int, int]], Graph], what: str) -> None:
+    def __init__(self, build: Callable[[GraphShape], Graph], what: str) -> None:
         self.build = build
         self.what = what
-        self.graphs: OrderedDict[tuple[int, int], Graph] = OrderedDict()
+        self.graphs: OrderedDict[GraphShape, Graph] = OrderedDict()
 
-    def get(self, frame_size: tuple[int, ...]) -> Graph:
-        frame_size = (int(frame_size[0]), int(frame_size[1]))
-        graph = self.graphs.get(frame_size)
+    def get(self, frame_size: tuple[int, ...], batch: int = 1, confidence: bool = False
+            ) -> Graph:
+        shape = GraphShape(int(frame_size[0]), int(frame_size[1]), batch, confidence)
+        graph = self.graphs.get(shape)
         if graph is None:
             if len(self.graphs) >= self.CAPACITY:
                 self.graphs.popitem(last=False)
-            log.info("building %s for %dx%d frames", self.what, *frame_size)
-            graph = self.build(frame_size)
-            self.graphs[frame_size] = graph
+            log.info("building %s for %s", self.what, shape)
+            graph = self.build(shape)
+            self.graphs[shape] = graph
         else:
-            self.graphs.move_to_end(frame_size)
+            self.graphs.move_to_end(shape)
         return graph
 
 

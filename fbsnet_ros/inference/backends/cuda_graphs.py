@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fbsnet_ros.inference.frames import FrameTransform
+from fbsnet_ros.inference.frames import FrameTransform, Segmentation, confidence_from_logits
 
 # Untimed runs on a side stream before capture: cuDNN picks its algorithms and the caching
 # allocator settles, so the captured graph holds the steady-state kernels and buffers.
@@ -29,29 +29,34 @@ def _capture(device: torch.device, run) -> tuple[torch.cuda.CUDAGraph, torch.Ten
 
 
 class CudaGraphPipeline:
-    """One frame size on CUDA: static buffers, and the frame-to-labels path as one CUDA graph."""
+    """One frame size on CUDA: static buffers, and the frame-to-labels path (and the confidence,
+    when built with it) as one CUDA graph."""
 
     def __init__(self, model: nn.Module, transform: FrameTransform, frame_size: tuple[int, int],
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype, confidence: bool = False) -> None:
         self.model, self.transform, self.dtype = model, transform, dtype
         self.frame_size = frame_size
+        self.confidence = confidence
         height, width = frame_size
         input_height, input_width = transform.input_size
         self.scale = transform.scale.to(device)
         self.shift = transform.shift.to(device)
-        # Pinned host memory makes the copies asynchronous DMA transfers.
+        # Pinned host memory makes the copies asynchronous DMA transfers: labels, then the
+        # confidence when asked for.
         self.host_frame = torch.empty((height, width, 3), dtype=torch.uint8, pin_memory=True)
-        self.host_labels = torch.empty((height, width), dtype=torch.uint8, pin_memory=True)
+        self.host_maps = torch.empty((1 + confidence, height, width), dtype=torch.uint8,
+                                     pin_memory=True)
         self.device_frame = torch.zeros((height, width, 3), dtype=torch.uint8, device=device)
         # cv2 INTER_NEAREST picks source index floor(dst * src / dst): the same gather here.
         self.nearest_rows = nearest_indices(input_height, height, device)
         self.nearest_cols = nearest_indices(input_width, width, device)
         torch.backends.cudnn.benchmark = True
-        self.graph, self.device_labels = _capture(device, self._labels)
+        self.graph, self.device_maps = _capture(device, self._maps)
         self.stream = torch.cuda.current_stream(device)
 
-    def _labels(self) -> torch.Tensor:
-        """Everything between the uint8 upload and the uint8 download, on the device."""
+    def _maps(self) -> torch.Tensor:
+        """Everything between the uint8 upload and the uint8 download, on the device: labels
+        (and the confidence) as a (1 or 2)xHxW uint8 tensor."""
         pixels = self.device_frame.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W)
         if tuple(pixels.shape[2:]) != self.transform.input_size:
             # Bilinear, half-pixel centres, no antialiasing: cv2 INTER_LINEAR up to rounding.
@@ -63,19 +68,22 @@ class CudaGraphPipeline:
         if self.transform.upsample == "bilinear" and tuple(logits.shape[2:]) != self.frame_size:
             logits = F.interpolate(logits, size=self.frame_size, mode="bilinear",
                                    align_corners=False)
-        labels = logits.argmax(1)[0].to(torch.uint8)
-        if tuple(labels.shape) != self.frame_size:
-            labels = labels.index_select(0, self.nearest_rows).index_select(1, self.nearest_cols)
-        return labels  # (H, W)
+        maps = logits.argmax(1).to(torch.uint8)  # (1, h', w')
+        if self.confidence:
+            maps = torch.cat((maps, confidence_from_logits(logits)))
+        if tuple(maps.shape[1:]) != self.frame_size:
+            maps = maps.index_select(1, self.nearest_rows).index_select(2, self.nearest_cols)
+        return maps  # (1 or 2, H, W)
 
-    def run(self, image: np.ndarray) -> np.ndarray:
+    def run(self, image: np.ndarray) -> Segmentation:
         np.copyto(self.host_frame.numpy(), image)
         self.device_frame.copy_(self.host_frame, non_blocking=True)
         self.graph.replay()
-        self.host_labels.copy_(self.device_labels, non_blocking=True)
+        self.host_maps.copy_(self.device_maps, non_blocking=True)
         self.stream.synchronize()
         # The pinned buffer is overwritten by the next frame: the caller gets its own copy.
-        return self.host_labels.numpy().copy()
+        maps = self.host_maps.numpy().copy()
+        return Segmentation(maps[0], maps[1] if self.confidence else None)
 
 
 class CudaGraphModel:

@@ -15,6 +15,8 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
+    batching = False
+    batching_refusal = "its session is planned for one frame at the input size"
 
     @classmethod
     def check(cls, device, precision) -> None:
@@ -29,8 +31,8 @@ class OnnxRuntimeBackend(Backend):
         if precision == "fp16" and "TensorrtExecutionProvider" not in available:
             raise BackendUnavailable("onnxruntime fp16 needs the TensorrtExecutionProvider")
 
-    def __init__(self, model, metadata, transform, device, precision) -> None:
-        super().__init__(model, metadata, transform, device, precision)
+    def __init__(self, model, metadata, transform, device, precision, threads=0) -> None:
+        super().__init__(model, metadata, transform, device, precision, threads)
         import onnxruntime
 
         from fbsnet_ros.inference.export import cached_onnx
@@ -41,7 +43,10 @@ class OnnxRuntimeBackend(Backend):
         # Idle ORT threads would otherwise spin after each run, taking the cores the shared
         # torch post-processing (upsample, argmax) needs right then.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Fix the dynamic axes at the input size so memory is planned once.
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        # Fix the dynamic axes at one frame of the input size so memory is planned once.
+        options.add_free_dimension_override_by_name("batch", 1)
         options.add_free_dimension_override_by_name("height", transform.input_size[0])
         options.add_free_dimension_override_by_name("width", transform.input_size[1])
         providers = self._providers(device, precision, onnxruntime.get_available_providers())

@@ -18,9 +18,15 @@ import torch
 
 from fbsnet_ros.checkpoint import ModelMetadata
 from fbsnet_ros.inference.artefacts import cache_dir, weights_digest
-from fbsnet_ros.inference.backends.base import Backend, BackendUnavailable, PerFrameSize, require
+from fbsnet_ros.inference.backends.base import (
+    Backend,
+    BackendUnavailable,
+    GraphShape,
+    PerFrameSize,
+    require,
+)
 from fbsnet_ros.inference.backends.cuda_graphs import nearest_indices
-from fbsnet_ros.inference.frames import FrameTransform
+from fbsnet_ros.inference.frames import FrameTransform, Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +87,21 @@ def read_network(core, model: torch.nn.Module, metadata: ModelMetadata, precisio
         np.frombuffer(bytes(ir["bin"]), np.uint8).copy()))
 
 
-def frame_to_labels_graph(network, transform: FrameTransform, frame_size: tuple[int, int]):
-    """`network` with the frame's pre- and post-processing around it, at fixed sizes.
+def frame_to_labels_graph(network, transform: FrameTransform, shape: GraphShape):
+    """`network` with the frames' pre- and post-processing around it, at fixed sizes.
 
-    In: 'frame' 1xhxwx3 uint8 RGB at the input size. Out: 'labels' 1xHxW uint8 at `frame_size`,
-    decoded as FrameTransform.to_labels does (bilinear: logits resized with half-pixel
-    centres, then argmax; nearest: argmax, then cv2 INTER_NEAREST's pick of source pixels).
+    In: 'frame' Nxhxwx3 uint8 RGB at the input size (N = shape.batch). Out: 'labels' NxHxW
+    uint8 at the shape's frame size, decoded as FrameTransform.decode does (bilinear: logits
+    resized with half-pixel centres, then argmax; nearest: argmax, then cv2 INTER_NEAREST's
+    pick of source pixels), and with shape.confidence also 'confidence' NxHxW uint8, the top
+    softmax probability scaled to 0-255 (frames.confidence_from_logits).
     """
     import openvino
     import openvino.opset13 as ops
     from openvino.preprocess import PrePostProcessor
 
     graph = network.clone()
-    graph.reshape({graph.input(0).get_any_name(): [1, 3, *transform.input_size]})
+    graph.reshape({graph.input(0).get_any_name(): [shape.batch, 3, *transform.input_size]})
     steps = PrePostProcessor(graph)
     steps.input().tensor().set_element_type(openvino.Type.u8).set_layout(openvino.Layout("NHWC"))
     steps.input().model().set_layout(openvino.Layout("NCHW"))
@@ -101,30 +109,50 @@ def frame_to_labels_graph(network, transform: FrameTransform, frame_size: tuple[
     scale = (1.0 / transform.scale).flatten().tolist()
     mean = (-transform.shift.flatten() * (1.0 / transform.scale).flatten()).tolist()
     steps.input().preprocess().convert_element_type(openvino.Type.f32).mean(mean).scale(scale)
-    height, width = frame_size
-    resize_logits = transform.upsample == "bilinear" and frame_size != transform.input_size
-
-    def decode(logits):  # (1, K, h, w) float
-        if resize_logits:
-            logits = ops.interpolate(
-                logits, ops.constant(np.array([height, width], np.int64)), "linear_onnx",
-                "sizes", coordinate_transformation_mode="pytorch_half_pixel",
-                axes=ops.constant(np.array([2, 3], np.int64))).output(0)
-        # TopK with k=1 is OpenVINO's argmax; the index output is the label.
-        labels = ops.topk(logits, 1, 1, "max", "none", "i32").output(1)  # (1, 1, H', W')
-        labels = ops.convert(ops.squeeze(labels, [1]), "u8").output(0)  # (1, H', W')
-        if not resize_logits and frame_size != transform.input_size:
-            rows = nearest_indices(transform.input_size[0], height).numpy()
-            cols = nearest_indices(transform.input_size[1], width).numpy()
-            labels = ops.gather(labels, ops.constant(rows), 1).output(0)
-            labels = ops.gather(labels, ops.constant(cols), 2).output(0)
-        return labels  # (1, H, W) uint8
-
-    steps.output().postprocess().custom(decode)
     graph = steps.build()
+    logits = graph.get_results()[0].input_value(0)  # (N, K, h, w) float
+    height, width = shape.frame_size
+    resize_logits = (transform.upsample == "bilinear"
+                     and shape.frame_size != transform.input_size)
+    if resize_logits:
+        logits = ops.interpolate(
+            logits, ops.constant(np.array([height, width], np.int64)), "linear_onnx",
+            "sizes", coordinate_transformation_mode="pytorch_half_pixel",
+            axes=ops.constant(np.array([2, 3], np.int64))).output(0)
+    # TopK with k=1 is OpenVINO's argmax: the index output is the label, the value the maximum.
+    top = ops.topk(logits, 1, 1, "max", "none", "i32")
+    maps = {"labels": ops.convert(ops.squeeze(top.output(1), [1]), "u8").output(0)}
+    if shape.confidence:
+        logits = ops.convert(logits, "f32")
+        top_value = ops.convert(top.output(0), "f32")
+        total = ops.reduce_sum(ops.exp(ops.subtract(logits, top_value)), [1], False)
+        probability_255 = ops.divide(ops.constant(np.float32(255.0)), total)
+        maps["confidence"] = ops.convert(ops.round(probability_255, "half_to_even"),
+                                         "u8").output(0)
+    if not resize_logits and shape.frame_size != transform.input_size:
+        rows = nearest_indices(transform.input_size[0], height).numpy()
+        cols = nearest_indices(transform.input_size[1], width).numpy()
+        for name, values in maps.items():  # (N, h', w')
+            values = ops.gather(values, ops.constant(rows), 1).output(0)
+            maps[name] = ops.gather(values, ops.constant(cols), 2).output(0)
+    results = []
+    for name, values in maps.items():
+        result = ops.result(values)
+        result.output(0).get_tensor().set_names({name})
+        results.append(result)
+    graph = openvino.Model(results, graph.get_parameters(), "fbsnet_frame_to_labels")
     graph.input(0).get_tensor().set_names({"frame"})
-    graph.output(0).get_tensor().set_names({"labels"})
     return graph
+
+
+def _reshapes_to_batch(network, batch: int, input_size: tuple[int, int]) -> bool:
+    """Whether `network` runs `batch` frames at once (exports before batching fixed it at 1)."""
+    graph = network.clone()
+    try:
+        graph.reshape({graph.input(0).get_any_name(): [batch, 3, *input_size]})
+    except RuntimeError:
+        return False
+    return True
 
 
 class OpenVinoBackend(Backend):
@@ -150,11 +178,11 @@ class OpenVinoBackend(Backend):
     def auto_refusal(cls, precision, metadata) -> str | None:
         return int8_refusal(metadata) if precision == "int8" else None
 
-    def __init__(self, model, metadata, transform, device, precision, *,
+    def __init__(self, model, metadata, transform, device, precision, threads=0, *,
                  frame_graph: bool = True) -> None:
         """`frame_graph=False`: pre- and post-processing on the host, as before issue 15 (for
         benchmarks)."""
-        super().__init__(model, metadata, transform, device, precision)
+        super().__init__(model, metadata, transform, device, precision, threads)
         import openvino
 
         self.version = openvino.get_version().split("-")[0]
@@ -165,7 +193,16 @@ class OpenVinoBackend(Backend):
         # Set explicitly: on CPUs with bf16 OpenVINO would otherwise pick bf16 by itself.
         self.config = {"INFERENCE_PRECISION_HINT": self.INFERENCE_PRECISION[precision],
                        "PERFORMANCE_HINT": "LATENCY"}
+        if threads > 0:
+            self.config["INFERENCE_NUM_THREADS"] = threads
         self.frame_graph = frame_graph
+        if not frame_graph:
+            self.batching, self.batching_refusal = False, "pre/post on the host runs one frame"
+        elif not _reshapes_to_batch(self.network, 2, transform.input_size):
+            self.batching = False
+            self.batching_refusal = ("its network has a fixed batch of 1 (an INT8 model made "
+                                     "before batching: make it again with "
+                                     f"`{QUANTIZE_COMMAND}`)")
         self._frame_graphs = PerFrameSize(self._compile_frame_graph,
                                           "an OpenVINO frame-to-labels graph")
         self._network_request = None
@@ -174,14 +211,38 @@ class OpenVinoBackend(Backend):
         where = "pre/post in the graph" if self.frame_graph else "pre/post on the host"
         return f"{self.spec} on {self.device} (OpenVINO {self.version}, {where})"
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
+    def segment(self, image: np.ndarray, confidence: bool = False) -> Segmentation:
         if not self.frame_graph:
-            return super().segment(image)
-        request = self._frame_graphs.get(image.shape[:2])
-        frame = np.ascontiguousarray(self.transform.resize(image))[np.newaxis]
-        request.infer({0: frame}, share_inputs=True)
-        # OpenVINO's output buffer is reused by the next frame: the caller gets a copy.
-        return request.get_output_tensor(0).data[0].copy()
+            return super().segment(image, confidence)
+        return self._run_frame_graph([image], confidence)[0]
+
+    def segment_batch(self, images: list[np.ndarray], confidence: bool = False
+                      ) -> list[Segmentation]:
+        """Frames of one size run as one batch through a graph built for that batch; frames
+        of other sizes in a batch of their own."""
+        if not self.batching:
+            return [self.segment(image, confidence) for image in images]
+        results: list[Segmentation | None] = [None] * len(images)
+        sizes: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            sizes.setdefault(image.shape[:2], []).append(index)
+        for indices in sizes.values():
+            segmented = self._run_frame_graph([images[i] for i in indices], confidence)
+            for index, result in zip(indices, segmented):
+                results[index] = result
+        return results
+
+    def _run_frame_graph(self, images: list[np.ndarray], confidence: bool) -> list[Segmentation]:
+        """Frames of one size through the frame-to-labels graph of their size and number."""
+        request = self._frame_graphs.get(images[0].shape[:2], len(images), confidence)
+        frames = np.stack([self.transform.resize(image) for image in images])
+        request.infer({0: frames}, share_inputs=True)
+        # OpenVINO's output buffers are reused by the next run: the caller gets copies.
+        labels = request.get_tensor("labels").data
+        scores = request.get_tensor("confidence").data if confidence else None
+        return [Segmentation(labels[index].copy(),
+                             None if scores is None else scores[index].copy())
+                for index in range(len(images))]
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
         if self._network_request is None:
@@ -193,6 +254,6 @@ class OpenVinoBackend(Backend):
         # A view of OpenVINO's output buffer, valid until the next call: decoded right away.
         return torch.from_numpy(self._network_request.get_output_tensor(0).data)
 
-    def _compile_frame_graph(self, frame_size: tuple[int, int]):
-        graph = frame_to_labels_graph(self.network, self.transform, frame_size)
+    def _compile_frame_graph(self, shape: GraphShape):
+        graph = frame_to_labels_graph(self.network, self.transform, shape)
         return self.core.compile_model(graph, "CPU", self.config).create_infer_request()

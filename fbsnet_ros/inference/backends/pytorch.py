@@ -8,8 +8,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fbsnet_ros.inference.backends.base import Backend, PerFrameSize
+from fbsnet_ros.inference.backends.base import Backend, GraphShape, PerFrameSize
 from fbsnet_ros.inference.backends.cuda_graphs import CudaGraphModel, CudaGraphPipeline
+from fbsnet_ros.inference.frames import Segmentation
 from fbsnet_ros.inference.fusion import fold_batch_norm
 
 
@@ -19,8 +20,8 @@ class TorchBackend(Backend):
     name = "torch"
     precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp16", "fp32")}
 
-    def __init__(self, model, metadata, transform, device, precision) -> None:
-        super().__init__(model, metadata, transform, device, precision)
+    def __init__(self, model, metadata, transform, device, precision, threads=0) -> None:
+        super().__init__(model, metadata, transform, device, precision, threads)
         self.input_device = device
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         # A copy: the caller's model stays fp32 on the CPU for the other backends.
@@ -42,9 +43,13 @@ class OptimizedTorchBackend(Backend):
 
     name = "torch-opt"
     precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp16", "fp32")}
+    batching = False
+    batching_refusal = ("its graphs are specialised to one frame (compiled on the CPU, CUDA "
+                        "graphs on a GPU)")
 
-    def __init__(self, model, metadata, transform, device, precision, *, compile: bool = True):
-        super().__init__(model, metadata, transform, device, precision)
+    def __init__(self, model, metadata, transform, device, precision, threads=0, *,
+                 compile: bool = True):
+        super().__init__(model, metadata, transform, device, precision, threads)
         self.input_device = device
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         model = fold_batch_norm(model).to(device=device, dtype=self.dtype)
@@ -77,10 +82,11 @@ class OptimizedTorchBackend(Backend):
         return self.model(batch)
 
     @torch.inference_mode()
-    def segment(self, image: np.ndarray) -> np.ndarray:
+    def segment(self, image: np.ndarray, confidence: bool = False) -> Segmentation:
         if self.device.type == "cuda":
-            return self._pipelines.get(image.shape[:2]).run(image)
-        return super().segment(image)
+            return self._pipelines.get(image.shape[:2], confidence=confidence).run(image)
+        return super().segment(image, confidence)
 
-    def _capture_pipeline(self, frame_size: tuple[int, int]) -> CudaGraphPipeline:
-        return CudaGraphPipeline(self.model, self.transform, frame_size, self.device, self.dtype)
+    def _capture_pipeline(self, shape: GraphShape) -> CudaGraphPipeline:
+        return CudaGraphPipeline(self.model, self.transform, shape.frame_size, self.device,
+                                 self.dtype, shape.confidence)

@@ -94,11 +94,12 @@ def create_backend(spec: str | BackendSpec, model: nn.Module, metadata: ModelMet
                    transform: FrameTransform, device: torch.device, **options) -> Backend:
     """Build the backend `spec` names (or, for 'auto', the first that works) and warm it up.
 
-    `options` go to the backend class (e.g. OpenVINO's frame_graph=False, for benchmarks).
+    `options` go to the backend class: `threads` (every backend), OpenVINO's frame_graph=False
+    (benchmarks); 'auto' passes on `threads` only.
     """
     spec = spec if isinstance(spec, BackendSpec) else BackendSpec.parse(spec)
     if spec.name == AUTO:
-        return _create_auto(model, metadata, transform, device)
+        return _create_auto(model, metadata, transform, device, options.get("threads", 0))
     backend_type = BACKENDS[spec.name]
     precision = spec.precision or backend_type.default_precision(device)
     backend_type.check(device, precision)
@@ -108,7 +109,7 @@ def create_backend(spec: str | BackendSpec, model: nn.Module, metadata: ModelMet
     return backend
 
 
-def _create_auto(model, metadata, transform, device) -> Backend:
+def _create_auto(model, metadata, transform, device, threads: int = 0) -> Backend:
     preference = AUTO_PREFERENCE.get(device.type, AUTO_PREFERENCE["cpu"])
     reasons = []
     for candidate in preference:
@@ -118,7 +119,7 @@ def _create_auto(model, metadata, transform, device) -> Backend:
             reasons.append(f"{candidate}: {refusal}")
             continue
         try:
-            backend = create_backend(spec, model, metadata, transform, device)
+            backend = create_backend(spec, model, metadata, transform, device, threads=threads)
         except Exception as error:  # any failure means: try the next one
             log.debug("auto: %s not used: %s", candidate, error)
             reasons.append(f"{candidate}: {str(error).splitlines()[0] if str(error) else error!r}")

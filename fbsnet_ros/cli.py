@@ -187,9 +187,11 @@ def cmd_evaluate(args, extra) -> int:
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     frames = (dataset.load(index) for index in range(count))
     with tqdm(total=count, desc="evaluate", disable=not sys.stderr.isatty()) as progress:
-        confusion, scored = score_frames(segmenter, frames, progress)
+        confusion, scored = score_frames(segmenter, frames, progress,
+                                         args.confidence_threshold)
     report = report_for(confusion, segmenter.class_names, scored)
     report["backend"] = segmenter.backend_name
+    report["confidence_threshold"] = args.confidence_threshold
     print(f"backend {segmenter.backend_name} on {segmenter.device}")
     print(format_report(report))
     if args.report:
@@ -454,6 +456,10 @@ def _evaluate_parser(commands) -> None:
                           help="score the first N frames")
     evaluate.add_argument("--report", default=None, help="write the JSON report here")
     evaluate.add_argument("--plots", default=None, help="write PNG plots to this folder")
+    evaluate.add_argument("--confidence-threshold", type=_fraction, default=0.0,
+                          help="pixels whose top class probability is below this are "
+                               "predicted as no class (as the node's confidence_threshold "
+                               "publishes them) and count as wrong; 0 (default) is off")
     evaluate.set_defaults(handler=cmd_evaluate)
 
 

@@ -8,6 +8,8 @@ with the shipped weights against an independent computation from the eager model
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -149,3 +151,20 @@ def test_a_batch_of_cameras_gives_what_each_frame_gives_alone(segmenters, frames
         assert backend_object.batching, f"{backend} should batch cameras"
     if not backend_object.batching:
         assert backend_object.batching_refusal, f"{backend} must say why it cannot batch"
+
+
+def test_evaluate_counts_unlabeled_pixels_as_wrong(camvid_root, tmp_path):
+    from fbsnet_ros.cli import main
+
+    reports = {}
+    for threshold in ("0", "0.9"):
+        path = tmp_path / f"report_{threshold}.json"
+        assert main(["evaluate", "--data-root", str(camvid_root), "--split", "val", "--limit",
+                     "3", "--device", "cpu", "--confidence-threshold", threshold,
+                     "--report", str(path)]) == 0
+        reports[threshold] = json.loads(path.read_text())
+    assert reports["0.9"]["confidence_threshold"] == 0.9
+    # Roughly a tenth of the pixels is below 0.9 (test_threshold_...): all of them now wrong.
+    drop = reports["0"]["pixel_accuracy"] - reports["0.9"]["pixel_accuracy"]
+    assert drop > 2.0, reports
+    assert reports["0.9"]["miou"] < reports["0"]["miou"]

@@ -16,6 +16,7 @@ from fbsnet_ros.ros.compat import (
     SubscriptionEventCallbacks,
     UnsupportedEventTypeError,
     fastdds_profiles_env,
+    parameter_override_names,
 )
 
 
@@ -41,6 +42,25 @@ def test_event_callbacks_attach_to_a_publisher_and_a_subscription():
                                          event_callbacks=SubscriptionEventCallbacks(
                                              incompatible_qos=ignore))
             assert node.count_subscribers("probe") == 1
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_parameter_override_names_lists_what_was_given_declared_or_not(tmp_path):
+    # The node refuses misspelt parameters with this: it must see -p and --params-file values
+    # that nobody declares, including an empty list (which rclpy cannot type).
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    input_size: []\n    weigths: x\n")
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(params), "-p",
+                                      "max_rate_hz:=2.0"])
+    try:
+        node = Node("compat_probe", context=context)
+        try:
+            assert parameter_override_names(node) >= {"input_size", "weigths", "max_rate_hz"}
+            assert not node.has_parameter("weigths")
         finally:
             node.destroy_node()
     finally:

@@ -347,7 +347,7 @@ def test_label_info_is_latched_for_a_late_subscriber_with_the_cameras_frame(came
     assert label_info is not None, "a late subscriber got no label info"
     assert [(entry.class_id, entry.class_name) for entry in label_info.class_map] == list(
         enumerate(CAMVID_CLASS_NAMES))
-    assert label_info.threshold == 0.0  # no confidence threshold yet
+    assert label_info.threshold == 0.0  # the shipped confidence_threshold: off
 
 
 def test_without_vision_msgs_the_node_serves_warns_once_and_has_no_label_info(

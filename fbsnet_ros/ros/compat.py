@@ -46,10 +46,23 @@ def fastdds_profiles_env(profiles_file: str | os.PathLike[str]) -> dict[str, str
     return dict.fromkeys(FASTDDS_PROFILES_FILE_VARIABLES, os.fspath(profiles_file))
 
 
+def parameter_override_names(node) -> set[str]:
+    """The parameter names given to `node` (--params-file, -p, parameter_overrides=), declared
+    or not, so that a misspelt one can be refused instead of silently ignored.
+
+    rclpy offers no public accessor: Node._parameter_overrides holds them on Humble, Jazzy and
+    Kilted alike (test_compat checks it on the distros installed here). The public way,
+    automatically_declare_parameters_from_overrides, fails on an empty list such as the
+    shipped config's `input_size: []` (rclpy cannot type it).
+    """
+    return set(node._parameter_overrides)
+
+
 __all__ = [
     "FASTDDS_PROFILES_FILE_VARIABLES",
     "PublisherEventCallbacks",
     "SubscriptionEventCallbacks",
     "UnsupportedEventTypeError",
     "fastdds_profiles_env",
+    "parameter_override_names",
 ]

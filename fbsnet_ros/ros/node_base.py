@@ -1,15 +1,18 @@
 """What the plain and the managed segmentation node share on the ROS side.
 
-The parameter table, the publishers and subscriptions, QoS events, diagnostics, label info and
-camera_info passthrough, and the process entry point. The frame work itself (mailbox, worker,
-model, statistics) is the ROS-free `node_core`. `SegmentationNodeBase` is a mixin for rclpy's
-`Node` or `LifecycleNode`: the plain node opens everything in its constructor, the managed one
-step by step in its transitions.
+The parameter table, the cameras' subscriptions and publishers, QoS events, diagnostics, label
+info and camera_info passthrough, and the process entry point. The frame work itself (mailbox,
+worker, model, statistics) is the ROS-free `node_core`. `SegmentationNodeBase` is a mixin for
+rclpy's `Node` or `LifecycleNode`: the plain node opens everything in its constructor, the
+managed one step by step in its transitions.
 
-Inputs are found by remapping ``/camera/image_raw`` (and ``/camera/camera_info``, which by
-default follows the image topic as its sibling); outputs live in the node's private namespace
-(``/fbsnet/labels``, ``color_mask``, ``overlay``, ``camera_info``, ``label_info``), and health
-is reported on ``/diagnostics`` once a second.
+One camera (``camera_namespaces`` empty, the default): the input is found by remapping
+``/camera/image_raw`` (and ``/camera/camera_info``, which by default follows the image topic as
+its sibling); outputs live in the node's private namespace (``/fbsnet/labels``,
+``confidence``, ``color_mask``, ``overlay``, ``camera_info``, ``label_info``). Several cameras:
+for each namespace ``<cam>`` the inputs are ``<cam>/image_raw`` and ``<cam>/camera_info``, the
+outputs ``<cam>/fbsnet/...``. Health is reported on ``/diagnostics`` once a second, one
+status per camera.
 
 The input's reliability follows the camera (``input_reliability: auto``): reliable when every
 publisher on the topic offers reliable, best effort otherwise. A best-effort reader loses
@@ -63,27 +66,31 @@ from fbsnet_ros.ros.compat import (
     PublisherEventCallbacks,
     SubscriptionEventCallbacks,
     UnsupportedEventTypeError,
+    parameter_override_names,
 )
 from fbsnet_ros.ros.image_conversion import rgb_to_image_fields
+from fbsnet_ros.ros.names import (
+    CAMERA_INFO_NAME,
+    CAMERA_INFO_TOPIC,
+    CAMERA_TOPIC,
+    COMPRESSED_SUFFIX,
+    NODE_NAME,
+)
 from fbsnet_ros.ros.node_core import (
     LOST_FRAMES_FIX,
     SEGMENTER_SETTINGS,
+    FrameStatistics,
     HealthLevel,
     HealthReport,
     SegmentationCore,
     SegmentedFrame,
 )
-
-NODE_NAME = "fbsnet"
+from fbsnet_ros.ros.stamps import stamp_to_ns
 
 # Absolute, so users remap exactly this name to their camera (the launch file's camera_topic).
-INPUT_TOPIC = "/camera/image_raw"
-# image_transport's sibling convention: a camera's calibration lives beside its image topic.
-CAMERA_INFO_NAME = "camera_info"
-# Remapping exactly this name overrides the sibling (the launch file's camera_info_topic).
-CAMERA_INFO_TOPIC = "/camera/" + CAMERA_INFO_NAME
-# image_transport publishes the compressed stream under the raw topic's name plus this suffix.
-COMPRESSED_SUFFIX = "/compressed"
+INPUT_TOPIC = CAMERA_TOPIC
+# Under each of camera_namespaces: the camera's image topic (camera_info is its sibling).
+CAMERA_IMAGE_NAME = "image_raw"
 INPUT_TRANSPORTS = ("raw", "compressed")
 
 # Two deep: a subscriber that is briefly busy still gets the newest result, never a queue.
@@ -99,8 +106,6 @@ LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 CAMERA_INFO_INPUT_DEPTH = 5
 # camera_info messages kept to find the one with a label image's stamp.
 CAMERA_INFO_HISTORY = 10
-# LabelInfo.threshold: no confidence threshold is applied yet (issue 12, item 2).
-LABEL_INFO_THRESHOLD = 0.0
 # The latest frame is all the node wants, whatever the reliability.
 INPUT_DEPTH = 1
 INPUT_RELIABILITIES = ("auto", "reliable", "best_effort")
@@ -118,6 +123,10 @@ STOP_GRACE_S = 5.0
 EXIT_USAGE = 2
 # Largest accepted max_pixels: far above any camera, still a real guard against garbage headers.
 MAX_PIXELS_LIMIT = 1_000_000_000
+# Frames per second a camera can sensibly ask for; max_rate_hz 0 means unbounded.
+MAX_RATE_LIMIT_HZ = 1000.0
+# Most threads inference_threads accepts (0: the runtime's default, every core).
+MAX_INFERENCE_THREADS = 256
 
 # Keys under these prefixes are consumed by rclpy when topics are created, not declared by us.
 _FOREIGN_PARAMETER_PREFIXES = ("qos_overrides.",)
@@ -154,6 +163,13 @@ def parameter_declarations(managed: bool = False) -> list[tuple[str, object, Par
             description="how class scores return to camera resolution: bilinear (smoother "
                         "borders) or nearest (cheaper)",
             read_only=True, additional_constraints="one of: " + ", ".join(UPSAMPLE_MODES))),
+        ("inference_threads", 0, ParameterDescriptor(
+            description="CPU threads inference may use (the runtime's pool and torch's): 0 "
+                        "lets the runtime use every core; on a small robot computer 1 leaves "
+                        "the other cores to the camera driver and the rest of the stack"
+                        + reloadable,
+            read_only=not managed,
+            integer_range=[IntegerRange(from_value=0, to_value=MAX_INFERENCE_THREADS, step=1)])),
         ("backend", "auto", ParameterDescriptor(
             description="inference runtime, name[:precision]: auto (default) picks the fastest "
                         "installed one that passes the accuracy gates and logs its choice; "
@@ -180,6 +196,25 @@ def parameter_declarations(managed: bool = False) -> list[tuple[str, object, Par
             description="weight of the colour mask in the overlay: 0 shows the camera "
                         "image, 1 the mask only",
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])),
+        ("max_rate_hz", 15.0, ParameterDescriptor(
+            description="most network runs per second (each runs every camera's latest "
+                        "frame); frames arriving faster replace the waiting one and are counted "
+                        "as dropped; 0 is unbounded. Bounds the node's CPU use on a shared "
+                        "machine; can be changed while running",
+            floating_point_range=[FloatingPointRange(from_value=0.0,
+                                                     to_value=MAX_RATE_LIMIT_HZ)])),
+        ("confidence_threshold", 0.0, ParameterDescriptor(
+            description="pixels whose top class probability is below this get the label 255 "
+                        "(unlabeled, vision_msgs' value; drawn black); 0 is off. LabelInfo's "
+                        "threshold follows it; can be changed while running",
+            floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])),
+        ("camera_namespaces", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description="several cameras served by one model: for each namespace <cam>, "
+                        f"input <cam>/{CAMERA_IMAGE_NAME} (or its compressed sibling) and "
+                        f"<cam>/{CAMERA_INFO_NAME}, outputs <cam>/<node name>/..., one "
+                        "/diagnostics status each; their frames run as one batch. Empty: one "
+                        f"camera on the remappable {CAMERA_TOPIC}, outputs ~/...",
+            read_only=True)),
         ("publish_color_mask", True, ParameterDescriptor(
             description="publish ~/color_mask (only computed while someone subscribes)")),
         ("publish_overlay", True, ParameterDescriptor(
@@ -210,10 +245,6 @@ def camera_info_for(info: CameraInfo, header: Header) -> CameraInfo:
         binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
 
 
-def _stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 class CameraInfoPairing:
     """Which camera_info goes with which label image.
 
@@ -229,22 +260,273 @@ class CameraInfoPairing:
     def for_labels(self, header: Header) -> CameraInfo | None:
         if not self._infos:
             return None  # no camera_info in, none out
-        stamp = _stamp_ns(header.stamp)
-        at_or_after = [info for info in self._infos if _stamp_ns(info.header.stamp) >= stamp]
+        stamp = stamp_to_ns(header.stamp)
+        at_or_after = [info for info in self._infos if stamp_to_ns(info.header.stamp) >= stamp]
         if at_or_after:
-            return min(at_or_after, key=lambda info: _stamp_ns(info.header.stamp))
+            return min(at_or_after, key=lambda info: stamp_to_ns(info.header.stamp))
         self._waiting.append(header)
         return None
 
     def for_camera_info(self, info: CameraInfo) -> list[Header]:
         """The waiting label headers this camera_info answers (its stamp or earlier)."""
         self._infos.append(info)
-        stamp = _stamp_ns(info.header.stamp)
-        answered = [header for header in self._waiting if _stamp_ns(header.stamp) <= stamp]
+        stamp = stamp_to_ns(info.header.stamp)
+        answered = [header for header in self._waiting if stamp_to_ns(header.stamp) <= stamp]
         self._waiting = deque((header for header in self._waiting
-                               if _stamp_ns(header.stamp) > stamp),
+                               if stamp_to_ns(header.stamp) > stamp),
                               maxlen=CAMERA_INFO_HISTORY)
         return answered
+
+
+class CameraChannel:
+    """One camera's side of the node: its inputs and their QoS, its outputs, its camera_info
+    pairing and label info, its statistics. `index` is its place in the core's mailbox."""
+
+    def __init__(self, node: SegmentationNodeBase, index: int, namespace: str) -> None:
+        self.node, self.index, self.namespace = node, index, namespace
+        self.statistics: FrameStatistics = node.core.statistics[index]
+        if namespace:
+            base = namespace.rstrip("/")
+            image_topic = node.resolve_topic_name(f"{base}/{CAMERA_IMAGE_NAME}")
+            self.camera_info_topic = node.resolve_topic_name(f"{base}/{CAMERA_INFO_NAME}")
+            self.output_prefix = f"{base}/{node.get_name()}/"
+            self.status_name = f"{node.get_name()}: segmentation {image_topic.rsplit('/', 1)[0]}"
+        else:
+            # Resolved first so a remapped camera topic also moves its compressed stream.
+            image_topic = node.resolve_topic_name(INPUT_TOPIC)
+            remapped_info = node.resolve_topic_name(CAMERA_INFO_TOPIC)
+            self.camera_info_topic = (
+                remapped_info if remapped_info != CAMERA_INFO_TOPIC
+                else image_topic.rsplit("/", 1)[0] + "/" + CAMERA_INFO_NAME)
+            self.output_prefix = "~/"
+            self.status_name = f"{node.get_name()}: segmentation"
+        if node.core.input_transport == "compressed":
+            self.input_topic, self.input_type = image_topic + COMPRESSED_SUFFIX, CompressedImage
+        else:
+            self.input_topic, self.input_type = image_topic, Image
+        self.image_subscription = self.camera_info_subscription = None
+        self.follow_publishers = False
+        self.outputs_open = False
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def open_outputs(self) -> None:
+        node = self.node
+        qos_overrides = QoSOverridingOptions.with_default_policies()
+        output_events = PublisherEventCallbacks(incompatible_qos=self._on_output_incompatible_qos)
+
+        def output(name: str, message_type=Image):
+            return node.create_publisher(message_type, self.output_prefix + name, OUTPUT_QOS,
+                                         qos_overriding_options=qos_overrides,
+                                         event_callbacks=output_events)
+
+        self.labels_publisher = output("labels")
+        self.confidence_publisher = output("confidence")
+        self.color_mask_publisher = output("color_mask")
+        self.overlay_publisher = output("overlay")
+        self.camera_info_publisher = output("camera_info", CameraInfo)
+        self.label_info_publisher = node.create_label_info_publisher(
+            self.output_prefix + "label_info")
+        self._camera_info_pairing = CameraInfoPairing()
+        self._camera_info_lock = threading.Lock()
+        self._label_info_frame_id: str | None = None
+        self._label_info_threshold: float | None = None
+        self.outputs_open = True
+
+    def close_outputs(self) -> None:
+        if not self.outputs_open:
+            return
+        self.outputs_open = False
+        for publisher in (self.labels_publisher, self.confidence_publisher,
+                          self.color_mask_publisher, self.overlay_publisher,
+                          self.camera_info_publisher, self.label_info_publisher):
+            if publisher is not None:
+                self.node.destroy_publisher(publisher)
+
+    def wants_confidence(self) -> bool:
+        return self.outputs_open and self.confidence_publisher.get_subscription_count() > 0
+
+    def publish_label_info(self, header: Header | None = None) -> None:
+        """The class table, latched; republished when the camera's frame_id or the confidence
+        threshold changes (header None: now, with the frame_id known so far)."""
+        if self.label_info_publisher is None:
+            return
+        threshold = self.node.core.confidence_threshold
+        if header is None:
+            header = Header(stamp=self.node.get_clock().now().to_msg(),
+                            frame_id=self._label_info_frame_id or "")
+        elif (header.frame_id == self._label_info_frame_id
+              and threshold == self._label_info_threshold):
+            return
+        from vision_msgs.msg import LabelInfo, VisionClass
+        class_map = [VisionClass(class_id=class_id, class_name=name)
+                     for class_id, name in enumerate(self.node.core.segmenter.class_names)]
+        self.label_info_publisher.publish(
+            LabelInfo(header=header, class_map=class_map, threshold=threshold))
+        self._label_info_frame_id = header.frame_id
+        self._label_info_threshold = threshold
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        """Subscribe to the camera and its camera_info."""
+        node = self.node
+        reliability_override = f"qos_overrides.{self.input_topic}.subscription.reliability"
+        # `auto` follows the publishers, unless the YAML fixes the reliability either way.
+        self.follow_publishers = (node.input_reliability == "auto"
+                                  and reliability_override not in node.given_parameters)
+        reliability = (ReliabilityPolicy.RELIABLE if node.input_reliability == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        self.image_subscription = self._subscribe_input(
+            reliability, QoSOverridingOptions.with_default_policies())
+        self._subscribe_camera_info()
+        self.statistics.record_input_reliability(self.input_reliability_name(), switched=False)
+
+    def unsubscribe(self) -> None:
+        for subscription in (self.image_subscription, self.camera_info_subscription):
+            if subscription is not None:
+                self.node.destroy_subscription(subscription)
+        self.image_subscription = self.camera_info_subscription = None
+
+    def _subscribe_camera_info(self) -> None:
+        """(Re)subscribe to camera_info with the image input's reliability."""
+        if self.camera_info_subscription is not None:
+            self.node.destroy_subscription(self.camera_info_subscription)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=CAMERA_INFO_INPUT_DEPTH,
+                         reliability=self.image_subscription.qos_profile.reliability)
+        self.camera_info_subscription = self.node.create_subscription(
+            CameraInfo, self.camera_info_topic, self._on_camera_info, qos)
+
+    def _subscribe_input(self, reliability: ReliabilityPolicy,
+                         qos_overrides: QoSOverridingOptions):
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=INPUT_DEPTH,
+                         reliability=reliability)
+        with_lost = SubscriptionEventCallbacks(incompatible_qos=self._on_input_incompatible_qos,
+                                               message_lost=self._on_frames_lost)
+        without_lost = SubscriptionEventCallbacks(
+            incompatible_qos=self._on_input_incompatible_qos)
+        intake = self.node.core.intake
+        index = self.index
+        for events in (with_lost, without_lost):
+            try:
+                return self.node.create_subscription(
+                    self.input_type, self.input_topic,
+                    lambda message: intake(message, index), qos,
+                    event_callbacks=events, qos_overriding_options=qos_overrides)
+            except UnsupportedEventTypeError:
+                # Some middlewares cannot report lost messages; the "publisher but no frames"
+                # warning still catches a camera whose frames never come.
+                self.node.get_logger().warning("this RMW does not report lost messages",
+                                               once=True)
+        raise AssertionError("unreachable: the second try registers no optional event")
+
+    def input_reliability_name(self) -> str:
+        reliability = self.image_subscription.qos_profile.reliability
+        return "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+
+    def check_input_publishers(self) -> None:
+        node = self.node
+        publishers = node.get_publishers_info_by_topic(self.input_topic)
+        self.statistics.record_publishers(len(publishers), time.monotonic())
+        if not self.follow_publishers or self.image_subscription is None:
+            return
+        all_reliable = bool(publishers) and all(
+            publisher.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+            for publisher in publishers)
+        wanted = ReliabilityPolicy.RELIABLE if all_reliable else ReliabilityPolicy.BEST_EFFORT
+        if wanted == self.image_subscription.qos_profile.reliability:
+            return
+        # QoS is fixed per subscription: replace it. History and depth keep their (possibly
+        # overridden) values; the reliability is ours to choose here.
+        node.destroy_subscription(self.image_subscription)
+        self.image_subscription = self._subscribe_input(
+            wanted, QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+        self._subscribe_camera_info()
+        reliability = self.input_reliability_name()
+        self.statistics.record_input_reliability(reliability, switched=True)
+        offered = ("all offer reliable" if all_reliable else
+                   "none yet" if not publishers else "not all offer reliable")
+        node.get_logger().info(
+            f"input {self.input_topic} now {reliability}: {len(publishers)} publisher(s), "
+            f"{offered}")
+
+    # -- events and results ----------------------------------------------------------------------
+
+    def _on_frames_lost(self, info) -> None:
+        self.statistics.record_lost(info.total_count_change, time.monotonic())
+        self.node.get_logger().warning(
+            f"{info.total_count} frame(s) lost in transport on {self.input_topic} "
+            f"(input {self.input_reliability_name()}): {LOST_FRAMES_FIX}",
+            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
+
+    def _on_input_incompatible_qos(self, info) -> None:
+        self.statistics.record_incompatible(info.total_count_change, input_side=True)
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        self.node.get_logger().warning(
+            f"a publisher on {self.input_topic} offers QoS this subscription cannot match "
+            f"({policy}; subscription is {self.input_reliability_name()}, volatile): no "
+            "frames from it; a best-effort camera needs input_reliability auto or best_effort",
+            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
+
+    def _on_output_incompatible_qos(self, info) -> None:
+        self.statistics.record_incompatible(info.total_count_change, input_side=False)
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        self.node.get_logger().warning(
+            f"a subscriber requests QoS the outputs do not offer ({policy}; outputs are "
+            "reliable, volatile, keep-last 2): it gets nothing; subscribe volatile, or "
+            "override the publisher's QoS with qos_overrides.<topic>.publisher.*",
+            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
+
+    def publish_results(self, result: SegmentedFrame) -> None:
+        node = self.node
+        header, labels = result.message.header, result.labels
+        self.labels_publisher.publish(image_message(header, rgb_to_image_fields(labels, "mono8")))
+        if result.confidence is not None and self.wants_confidence():
+            self.confidence_publisher.publish(
+                image_message(header, rgb_to_image_fields(result.confidence, "mono8")))
+        self._publish_camera_info(header)
+        self.publish_label_info(header)
+        # Colouring and blending are full passes at camera resolution: skip them when nobody
+        # would see the result.
+        want_color_mask = (node.publish_color_mask
+                           and self.color_mask_publisher.get_subscription_count() > 0)
+        want_overlay = node.publish_overlay and self.overlay_publisher.get_subscription_count() > 0
+        if want_color_mask or want_overlay:
+            # Unlabeled pixels (255) are past the palette: black.
+            color_mask = colorize(labels, node.core.segmenter.palette)
+            if want_color_mask:
+                self.color_mask_publisher.publish(
+                    image_message(header, rgb_to_image_fields(color_mask, "rgb8")))
+            if want_overlay:
+                blended = overlay(result.image, color_mask, node.overlay_alpha)
+                self.overlay_publisher.publish(
+                    image_message(header, rgb_to_image_fields(blended, result.overlay_encoding)))
+
+    def _publish_camera_info(self, header: Header) -> None:
+        """Each label image's camera_info, under the labels' header, once it is known."""
+        with self._camera_info_lock:
+            info = self._camera_info_pairing.for_labels(header)
+        if info is not None:
+            self.camera_info_publisher.publish(camera_info_for(info, header))
+
+    def _on_camera_info(self, info: CameraInfo) -> None:
+        if not self.outputs_open:
+            return
+        with self._camera_info_lock:
+            headers = self._camera_info_pairing.for_camera_info(info)
+        for header in headers:
+            self.camera_info_publisher.publish(camera_info_for(info, header))
+
+    def status(self) -> DiagnosticStatus:
+        core = self.node.core
+        report = self.statistics.report(time.monotonic())
+        if not core.serving:
+            # Inactive on purpose: stale input is no fault; the counters still tell the story.
+            report = HealthReport(HealthLevel.OK, "configured, not serving (inactive)",
+                                  report.values)
+        segmenter = core.segmenter
+        return diagnostic_status(report, self.status_name,
+                                 str(segmenter.device) if segmenter is not None else "")
 
 
 class SegmentationNodeBase:
@@ -260,6 +542,8 @@ class SegmentationNodeBase:
 
     def declare_settings(self) -> None:
         """Declare every parameter, refuse unknown ones, and build the core (no model yet)."""
+        # What the user gave (--params-file, -p), read before anything declares more.
+        self.given_parameters = parameter_override_names(self)
         settings = {}
         for name, default, descriptor in parameter_declarations(self.managed):
             try:
@@ -271,6 +555,10 @@ class SegmentationNodeBase:
             if settings[name] not in allowed:
                 raise StartupError(f"parameter '{name}' must be one of {', '.join(allowed)}, "
                                    f"got '{settings[name]}'")
+        namespaces = list(settings["camera_namespaces"] or [])
+        problem = camera_namespaces_problem(namespaces)
+        if problem:
+            raise StartupError(f"parameter 'camera_namespaces': {problem}")
         self._refuse_undeclared_parameters()
         self.input_reliability = settings["input_reliability"]
         self.overlay_alpha = settings["overlay_alpha"]
@@ -279,19 +567,14 @@ class SegmentationNodeBase:
         self.core = SegmentationCore(
             input_transport=settings["input_transport"], max_pixels=settings["max_pixels"],
             publish=self._publish_results, on_rejected=self._on_frame_rejected,
-            on_failed=self._on_frame_failed, shutting_down=lambda: not self.context.ok())
-        # Resolved first so a remapped camera topic also moves its compressed stream.
-        image_topic = self.resolve_topic_name(INPUT_TOPIC)
-        if self.core.input_transport == "compressed":
-            self.input_topic, self.input_type = image_topic + COMPRESSED_SUFFIX, CompressedImage
-        else:
-            self.input_topic, self.input_type = image_topic, Image
-        remapped_info = self.resolve_topic_name(CAMERA_INFO_TOPIC)
-        self.camera_info_topic = (
-            remapped_info if remapped_info != CAMERA_INFO_TOPIC
-            else image_topic.rsplit("/", 1)[0] + "/" + CAMERA_INFO_NAME)
+            on_failed=self._on_frame_failed, shutting_down=lambda: not self.context.ok(),
+            cameras=max(1, len(namespaces)),
+            wants_confidence=lambda camera: self.cameras[camera].wants_confidence(),
+            confidence_threshold=settings["confidence_threshold"],
+            max_rate_hz=settings["max_rate_hz"])
+        self.cameras = [CameraChannel(self, index, namespace)
+                        for index, namespace in enumerate(namespaces or [""])]
         self.outputs_open = False
-        self.image_subscription = self.camera_info_subscription = None
         self.publisher_check_timer = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -303,11 +586,9 @@ class SegmentationNodeBase:
 
     def _refuse_undeclared_parameters(self) -> None:
         # rclpy silently ignores overrides nobody declares; a misspelt setting must not pass.
-        # _parameter_overrides holds this node's values from --params-file and -p on Humble,
-        # Jazzy and Kilted alike; rclpy offers no public accessor.
         unknown = sorted(
-            name for name in self._parameter_overrides
-            if name not in self._parameters and not name.startswith(_FOREIGN_PARAMETER_PREFIXES)
+            name for name in self.given_parameters
+            if not self.has_parameter(name) and not name.startswith(_FOREIGN_PARAMETER_PREFIXES)
         )
         if unknown:
             declared = ", ".join(name for name, _, _ in parameter_declarations())
@@ -316,8 +597,8 @@ class SegmentationNodeBase:
                 f"{self.get_fully_qualified_name()}; it declares: {declared}")
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        # rclpy has already refused read-only names, wrong types and an alpha outside the
-        # descriptor's range, on every distribution. Model settings (managed node only) wait
+        # rclpy has already refused read-only names, wrong types and values outside the
+        # descriptors' ranges, on every distribution. Model settings (managed node only) wait
         # for the next configure, so they may not change under a loaded model.
         for parameter in parameters:
             if parameter.name in SEGMENTER_SETTINGS and self.core.loaded:
@@ -332,30 +613,23 @@ class SegmentationNodeBase:
                 self.publish_color_mask = parameter.value
             elif parameter.name == "publish_overlay":
                 self.publish_overlay = parameter.value
+            elif parameter.name == "max_rate_hz":
+                self.core.max_rate_hz = parameter.value
+            elif parameter.name == "confidence_threshold":
+                self.core.confidence_threshold = parameter.value
+                if self.outputs_open and self.core.loaded:
+                    for camera in self.cameras:
+                        camera.publish_label_info()
         return SetParametersResult(successful=True)
 
     # -- outputs (configured) --------------------------------------------------------------------
 
     def open_outputs(self) -> None:
         """Publishers and the diagnostics timer, once the model is loaded."""
-        qos_overrides = QoSOverridingOptions.with_default_policies()
-        output_events = PublisherEventCallbacks(incompatible_qos=self._on_output_incompatible_qos)
-
-        def image_output(name: str, message_type=Image):
-            return self.create_publisher(message_type, name, OUTPUT_QOS,
-                                         qos_overriding_options=qos_overrides,
-                                         event_callbacks=output_events)
-
-        self.labels_publisher = image_output("~/labels")
-        self.color_mask_publisher = image_output("~/color_mask")
-        self.overlay_publisher = image_output("~/overlay")
-        self.camera_info_publisher = image_output("~/camera_info", CameraInfo)
-        self.label_info_publisher = self._create_label_info_publisher()
+        for camera in self.cameras:
+            camera.open_outputs()
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self._camera_info_pairing = CameraInfoPairing()
-        self._camera_info_lock = threading.Lock()
-        self._label_info_frame_id: str | None = None
         self.outputs_open = True
 
     def close_outputs(self) -> None:
@@ -363,217 +637,104 @@ class SegmentationNodeBase:
             return
         self.outputs_open = False
         self.destroy_timer(self.diagnostics_timer)
-        for publisher in (self.labels_publisher, self.color_mask_publisher,
-                          self.overlay_publisher, self.camera_info_publisher,
-                          self.label_info_publisher, self.diagnostics_publisher):
-            if publisher is not None:
-                self.destroy_publisher(publisher)
+        for camera in self.cameras:
+            camera.close_outputs()
+        self.destroy_publisher(self.diagnostics_publisher)
 
-    def _create_label_info_publisher(self):
+    def create_label_info_publisher(self, topic: str):
         try:
             from vision_msgs.msg import LabelInfo
         except ImportError as error:
             self.get_logger().warning(
-                f"no ~/label_info: vision_msgs is not installed ({error}); rosdep installs it "
+                f"no {topic}: vision_msgs is not installed ({error}); rosdep installs it "
                 "on a ROS install, `make install` builds it into the venv", once=True)
             return None
-        return self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
-
-    def _publish_label_info(self, header: Header) -> None:
-        """The class table, latched; republished when the camera's frame_id changes."""
-        if self.label_info_publisher is None or header.frame_id == self._label_info_frame_id:
-            return
-        from vision_msgs.msg import LabelInfo, VisionClass
-        class_map = [VisionClass(class_id=class_id, class_name=name)
-                     for class_id, name in enumerate(self.core.segmenter.class_names)]
-        self.label_info_publisher.publish(
-            LabelInfo(header=header, class_map=class_map, threshold=LABEL_INFO_THRESHOLD))
-        self._label_info_frame_id = header.frame_id
+        return self.create_publisher(LabelInfo, topic, LABEL_INFO_QOS)
 
     # -- serving (active) ------------------------------------------------------------------------
 
     def start_serving(self) -> None:
-        """Subscribe to the camera and its camera_info, and segment what arrives."""
-        # Published at once so consumers can set up; the camera's frame_id follows with the
-        # first frame.
-        self._publish_label_info(Header(stamp=self.get_clock().now().to_msg(),
-                                        frame_id=self._label_info_frame_id or ""))
+        """Subscribe to the cameras and their camera_info, and segment what arrives."""
+        for camera in self.cameras:
+            # Published at once so consumers can set up; the camera's frame_id follows with
+            # the first frame.
+            camera.publish_label_info()
         self.core.start()
-        qos_overrides = QoSOverridingOptions.with_default_policies()
-        reliability_override = f"qos_overrides.{self.input_topic}.subscription.reliability"
-        # `auto` follows the publishers, unless the YAML fixes the reliability either way.
-        self.follow_publishers = (self.input_reliability == "auto"
-                                  and reliability_override not in self._parameter_overrides)
-        reliability = (ReliabilityPolicy.RELIABLE if self.input_reliability == "reliable"
-                       else ReliabilityPolicy.BEST_EFFORT)
-        self.image_subscription = self._subscribe_input(reliability, qos_overrides)
-        self._subscribe_camera_info()
-        self.core.statistics.record_input_reliability(self._input_reliability_name(),
-                                                      switched=False)
+        for camera in self.cameras:
+            camera.subscribe()
         self.publisher_check_timer = self.create_timer(
             PUBLISHER_CHECK_PERIOD_S, self._check_input_publishers)
         segmenter = self.core.segmenter
+        inputs = ", ".join(
+            f"{camera.image_subscription.topic_name} ({self.core.input_transport}, "
+            f"{camera.input_reliability_name()}"
+            f"{', following its publishers' if camera.follow_publishers else ''})"
+            for camera in self.cameras)
+        batching = ""
+        if len(self.cameras) > 1:
+            backend = segmenter.backend
+            batching = ("; cameras run as one batch" if backend.batching else
+                        f"; cameras run in turn: {backend.name} cannot batch "
+                        f"({backend.batching_refusal})")
+        rate = (f"at most {self.core.max_rate_hz:g} runs/s" if self.core.max_rate_hz > 0
+                else "unbounded rate")
+        threads = segmenter.threads or "default"
         self.get_logger().info(
-            f"segmenting {self.image_subscription.topic_name} ({self.core.input_transport}, "
-            f"{self._input_reliability_name()}"
-            f"{', following its publishers' if self.follow_publishers else ''}) on "
-            f"{segmenter.device} ({segmenter.backend_name}), network input "
-            f"{segmenter.input_size}, {segmenter.num_classes} classes; backends installed "
-            f"here: {', '.join(available_backends(segmenter.device))}")
+            f"segmenting {inputs} on {segmenter.device} ({segmenter.backend_name}, "
+            f"{threads} threads, {rate}{batching}), network input {segmenter.input_size}, "
+            f"{segmenter.num_classes} classes; backends installed here: "
+            f"{', '.join(available_backends(segmenter.device))}")
 
     def stop_serving(self) -> None:
         """Unsubscribe and stop the worker; the model and the publishers stay."""
         if self.publisher_check_timer is not None:
             self.destroy_timer(self.publisher_check_timer)
-        for subscription in (self.image_subscription, self.camera_info_subscription):
-            if subscription is not None:
-                self.destroy_subscription(subscription)
-        self.publisher_check_timer = self.image_subscription = None
-        self.camera_info_subscription = None
+        self.publisher_check_timer = None
+        for camera in self.cameras:
+            camera.unsubscribe()
         self.core.stop()
 
-    def _subscribe_camera_info(self) -> None:
-        """(Re)subscribe to camera_info with the image input's reliability."""
-        if self.camera_info_subscription is not None:
-            self.destroy_subscription(self.camera_info_subscription)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=CAMERA_INFO_INPUT_DEPTH,
-                         reliability=self.image_subscription.qos_profile.reliability)
-        self.camera_info_subscription = self.create_subscription(
-            CameraInfo, self.camera_info_topic, self._on_camera_info, qos)
-
-    def _subscribe_input(self, reliability: ReliabilityPolicy,
-                         qos_overrides: QoSOverridingOptions):
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=INPUT_DEPTH,
-                         reliability=reliability)
-        with_lost = SubscriptionEventCallbacks(incompatible_qos=self._on_input_incompatible_qos,
-                                               message_lost=self._on_frames_lost)
-        without_lost = SubscriptionEventCallbacks(
-            incompatible_qos=self._on_input_incompatible_qos)
-        for events in (with_lost, without_lost):
-            try:
-                return self.create_subscription(
-                    self.input_type, self.input_topic, self.core.intake, qos,
-                    event_callbacks=events, qos_overriding_options=qos_overrides)
-            except UnsupportedEventTypeError:
-                # Some middlewares cannot report lost messages; the "publisher but no frames"
-                # warning still catches a camera whose frames never come.
-                self.get_logger().warning("this RMW does not report lost messages", once=True)
-        raise AssertionError("unreachable: the second try registers no optional event")
-
-    def _input_reliability_name(self) -> str:
-        reliability = self.image_subscription.qos_profile.reliability
-        return "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
-
     def _check_input_publishers(self) -> None:
-        publishers = self.get_publishers_info_by_topic(self.input_topic)
-        self.core.statistics.record_publishers(len(publishers), time.monotonic())
-        if not self.follow_publishers or self.image_subscription is None:
-            return
-        all_reliable = bool(publishers) and all(
-            publisher.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-            for publisher in publishers)
-        wanted = ReliabilityPolicy.RELIABLE if all_reliable else ReliabilityPolicy.BEST_EFFORT
-        if wanted == self.image_subscription.qos_profile.reliability:
-            return
-        # QoS is fixed per subscription: replace it. History and depth keep their (possibly
-        # overridden) values; the reliability is ours to choose here.
-        self.destroy_subscription(self.image_subscription)
-        self.image_subscription = self._subscribe_input(
-            wanted, QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
-        self._subscribe_camera_info()
-        reliability = self._input_reliability_name()
-        self.core.statistics.record_input_reliability(reliability, switched=True)
-        offered = ("all offer reliable" if all_reliable else
-                   "none yet" if not publishers else "not all offer reliable")
-        self.get_logger().info(
-            f"input {self.input_topic} now {reliability}: {len(publishers)} publisher(s), "
-            f"{offered}")
+        for camera in self.cameras:
+            camera.check_input_publishers()
 
     # -- events and results ----------------------------------------------------------------------
 
-    def _on_frames_lost(self, info) -> None:
-        self.core.statistics.record_lost(info.total_count_change, time.monotonic())
-        self.get_logger().warning(
-            f"{info.total_count} frame(s) lost in transport on {self.input_topic} "
-            f"(input {self._input_reliability_name()}): {LOST_FRAMES_FIX}",
-            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
-
-    def _on_input_incompatible_qos(self, info) -> None:
-        self.core.statistics.record_incompatible(info.total_count_change, input_side=True)
-        policy = qos_policy_name_from_kind(info.last_policy_kind)
-        self.get_logger().warning(
-            f"a publisher on {self.input_topic} offers QoS this subscription cannot match "
-            f"({policy}; subscription is {self._input_reliability_name()}, volatile): no "
-            "frames from it; a best-effort camera needs input_reliability auto or best_effort",
-            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
-
-    def _on_output_incompatible_qos(self, info) -> None:
-        self.core.statistics.record_incompatible(info.total_count_change, input_side=False)
-        policy = qos_policy_name_from_kind(info.last_policy_kind)
-        self.get_logger().warning(
-            f"a subscriber requests QoS the outputs do not offer ({policy}; outputs are "
-            "reliable, volatile, keep-last 2): it gets nothing; subscribe volatile, or "
-            "override the publisher's QoS with qos_overrides.<topic>.publisher.*",
-            throttle_duration_sec=TRANSPORT_LOG_THROTTLE_S)
-
-    def _on_frame_rejected(self, reason: str) -> None:
-        self.get_logger().warning(f"skipping frame: {reason}",
+    def _on_frame_rejected(self, camera: int, reason: str) -> None:
+        where = f" from {self.cameras[camera].input_topic}" if len(self.cameras) > 1 else ""
+        self.get_logger().warning(f"skipping frame{where}: {reason}",
                                   throttle_duration_sec=FRAME_LOG_THROTTLE_S)
 
     def _on_frame_failed(self, reason: str, details: str) -> None:
         self.get_logger().error(f"frame failed: {reason}\n{details}",
                                 throttle_duration_sec=FRAME_LOG_THROTTLE_S)
 
-    def _publish_results(self, result: SegmentedFrame) -> None:
-        header, labels = result.message.header, result.labels
-        self.labels_publisher.publish(image_message(header, rgb_to_image_fields(labels, "mono8")))
-        self._publish_camera_info(header)
-        self._publish_label_info(header)
-        # Colouring and blending are full passes at camera resolution: skip them when nobody
-        # would see the result.
-        want_color_mask = (self.publish_color_mask
-                           and self.color_mask_publisher.get_subscription_count() > 0)
-        want_overlay = self.publish_overlay and self.overlay_publisher.get_subscription_count() > 0
-        if want_color_mask or want_overlay:
-            color_mask = colorize(labels, self.core.segmenter.palette)
-            if want_color_mask:
-                self.color_mask_publisher.publish(
-                    image_message(header, rgb_to_image_fields(color_mask, "rgb8")))
-            if want_overlay:
-                blended = overlay(result.image, color_mask, self.overlay_alpha)
-                self.overlay_publisher.publish(
-                    image_message(header, rgb_to_image_fields(blended, result.overlay_encoding)))
-
-    def _publish_camera_info(self, header: Header) -> None:
-        """Each label image's camera_info, under the labels' header, once it is known."""
-        with self._camera_info_lock:
-            info = self._camera_info_pairing.for_labels(header)
-        if info is not None:
-            self.camera_info_publisher.publish(camera_info_for(info, header))
-
-    def _on_camera_info(self, info: CameraInfo) -> None:
-        with self._camera_info_lock:
-            headers = self._camera_info_pairing.for_camera_info(info)
-        for header in headers:
-            self.camera_info_publisher.publish(camera_info_for(info, header))
+    def _publish_results(self, camera: int, result: SegmentedFrame) -> None:
+        self.cameras[camera].publish_results(result)
 
     def _publish_diagnostics(self) -> None:
-        report = self.core.statistics.report(time.monotonic())
-        if not self.core.serving:
-            # Inactive on purpose: stale input is no fault; the counters still tell the story.
-            report = HealthReport(HealthLevel.OK, "configured, not serving (inactive)",
-                                  report.values)
-        segmenter = self.core.segmenter
-        status = diagnostic_status(report, f"{self.get_name()}: segmentation",
-                                   str(segmenter.device) if segmenter is not None else "")
         header = Header(stamp=self.get_clock().now().to_msg())
-        self.diagnostics_publisher.publish(DiagnosticArray(header=header, status=[status]))
+        self.diagnostics_publisher.publish(DiagnosticArray(
+            header=header, status=[camera.status() for camera in self.cameras]))
 
     def release(self) -> None:
         """Everything off: serving, outputs, the model."""
         self.stop_serving()
         self.close_outputs()
         self.core.release()
+
+
+def camera_namespaces_problem(namespaces: list[str]) -> str | None:
+    """Why these camera namespaces cannot be used (None: they can)."""
+    if len(set(namespaces)) != len(namespaces):
+        return f"each camera once, got {namespaces}"
+    for namespace in namespaces:
+        name = namespace.strip("/")
+        if not name or not all(part.replace("_", "a").isalnum() and not part[0].isdigit()
+                               for part in name.split("/")):
+            return (f"{namespace!r} is not a ROS namespace (letters, digits and underscores, "
+                    "not starting with a digit, separated by /)")
+    return None
 
 
 def missing_params_files(arguments: list[str]) -> list[str]:

@@ -1,13 +1,16 @@
 """The segmentation node's ROS-free core, shared by the plain and the managed (lifecycle) node.
 
-Frame intake into a one-slot mailbox, a worker thread that converts, segments and hands the
-result to the ROS side, the model's life (load, release), and the statistics and health rules
-behind ``/diagnostics``. Nothing here imports rclpy: messages arrive as plain objects with the
-sensor_msgs fields, and what to publish is the caller's business.
+Frame intake into a mailbox with one slot per camera, a worker thread that converts, segments
+and hands the results to the ROS side, the model's life (load, release), and the statistics
+and health rules behind ``/diagnostics`` (one set per camera). Nothing here imports rclpy:
+messages arrive as plain objects with the sensor_msgs fields, and what to publish is the
+caller's business.
 
-Only the latest frame is ever processed: the subscription callback drops each message into the
-mailbox and the worker takes the newest, so a slow model skips frames instead of building a
-backlog and latency stays bounded whatever the camera rate.
+Only the latest frame of each camera is ever processed: the subscription callbacks drop each
+message into its camera's slot and the worker takes every waiting frame at once, so a slow
+model skips frames instead of building a backlog, latency stays bounded whatever the camera
+rate, and no camera starves another. The waiting frames of several cameras go through the
+network as one batch where the backend can batch.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ LOST_FRAMES_FIX = (
     "publisher's process (FASTDDS_DEFAULT_PROFILES_FILE; README, 'Large frames'), or a "
     "reliable publisher")
 # The settings a Segmenter is built from; the managed node re-reads them at each configure.
-SEGMENTER_SETTINGS = ("weights", "device", "input_size", "upsample", "backend")
+SEGMENTER_SETTINGS = ("weights", "device", "input_size", "upsample", "backend",
+                      "inference_threads")
 
 
 class ConfigurationError(Exception):
@@ -82,35 +86,47 @@ class SegmentedFrame(NamedTuple):
 
     message: object  # the input message (its header goes on every output)
     image: np.ndarray  # HxWx3 RGB, as the network saw it at camera resolution
-    labels: np.ndarray  # HxW uint8 class ids
+    labels: np.ndarray  # HxW uint8 class ids (255: below the confidence threshold)
+    confidence: np.ndarray | None  # HxW uint8, 255 x top probability, when computed
     overlay_encoding: str  # the encoding the overlay keeps (the camera's channel order)
 
 
 class LatestFrameMailbox:
-    """One slot shared by the subscription and the worker; a new frame replaces a waiting one."""
+    """One slot per camera, shared by the subscriptions and the worker: a new frame replaces
+    the one its camera has waiting; the worker takes every waiting frame at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, cameras: int = 1) -> None:
         self._condition = threading.Condition()
-        self._frame: ReceivedFrame | None = None
+        self._frames: list[ReceivedFrame | None] = [None] * cameras
         self._closed = False
 
-    def put(self, frame: ReceivedFrame) -> bool:
+    def put(self, frame: ReceivedFrame, camera: int = 0) -> bool:
         """Store the frame; True when it replaced one the worker had not taken yet."""
         with self._condition:
-            replaced = self._frame is not None
-            self._frame = frame
+            replaced = self._frames[camera] is not None
+            self._frames[camera] = frame
             self._condition.notify()
         return replaced
 
-    def take(self) -> ReceivedFrame | None:
-        """Wait for a frame; None once the mailbox is closed."""
+    def take(self) -> list[tuple[int, ReceivedFrame]] | None:
+        """Wait for frames; every camera's waiting frame as (camera, frame), in camera order;
+        None once the mailbox is closed."""
         with self._condition:
-            while self._frame is None and not self._closed:
+            while not any(self._frames) and not self._closed:
                 self._condition.wait()
             if self._closed:
                 return None
-            frame, self._frame = self._frame, None
-            return frame
+            waiting = [(camera, frame) for camera, frame in enumerate(self._frames)
+                       if frame is not None]
+            self._frames = [None] * len(self._frames)
+            return waiting
+
+    def wait_closed(self, seconds: float) -> bool:
+        """Sleep up to `seconds` unless the mailbox closes; True when it has closed."""
+        with self._condition:
+            if seconds > 0 and not self._closed:
+                self._condition.wait_for(lambda: self._closed, timeout=seconds)
+            return self._closed
 
     @property
     def closed(self) -> bool:
@@ -257,7 +273,8 @@ def load_segmenter(settings: dict) -> Segmenter:
         return Segmenter.from_checkpoint(
             settings["weights"] or None, device=settings["device"],
             input_size=list(settings["input_size"] or ()) or None,
-            upsample=settings["upsample"], backend=settings["backend"])
+            upsample=settings["upsample"], backend=settings["backend"],
+            threads=settings.get("inference_threads") or 0)
     except CheckpointError as error:
         raise ConfigurationError(f"parameter 'weights': {error}") from None
     except BackendUnavailable as error:
@@ -266,26 +283,44 @@ def load_segmenter(settings: dict) -> Segmenter:
         raise ConfigurationError(f"invalid parameter: {error}") from None
 
 
+class CameraFrame(NamedTuple):
+    """A received frame decoded for the network, with its camera."""
+
+    camera: int
+    frame: ReceivedFrame
+    image: np.ndarray
+    overlay_encoding: str
+
+
 class SegmentationCore:
     """The model, the mailbox and the worker: what both node classes serve frames with.
 
-    `publish(result)` runs on the worker thread for every segmented frame; `on_rejected(reason)`
-    and `on_failed(reason, details)` are told about unusable frames and errors (to log them);
-    `shutting_down()` says whether an error is only the process going away.
+    `publish(camera, result)` runs on the worker thread for every segmented frame;
+    `on_rejected(camera, reason)` and `on_failed(reason, details)` are told about unusable
+    frames and errors (to log them); `shutting_down()` says whether an error is only the process
+    going away; `wants_confidence(camera)` whether anyone would see that camera's confidence
+    (it is computed only then, or for a threshold). `confidence_threshold` (0-1) and
+    `max_rate_hz` (0: unbounded) may change while serving.
     """
 
     def __init__(self, *, input_transport: str, max_pixels: int,
-                 publish: Callable[[SegmentedFrame], None],
-                 on_rejected: Callable[[str], None], on_failed: Callable[[str, str], None],
-                 shutting_down: Callable[[], bool]) -> None:
+                 publish: Callable[[int, SegmentedFrame], None],
+                 on_rejected: Callable[[int, str], None], on_failed: Callable[[str, str], None],
+                 shutting_down: Callable[[], bool], cameras: int = 1,
+                 wants_confidence: Callable[[int], bool] = lambda camera: False,
+                 confidence_threshold: float = 0.0, max_rate_hz: float = 0.0) -> None:
         self.input_transport = input_transport
         self.max_pixels = max_pixels
-        self.statistics = FrameStatistics()
+        self.cameras = cameras
+        self.statistics = [FrameStatistics() for _ in range(cameras)]
         self.segmenter: Segmenter | None = None
+        self.confidence_threshold = confidence_threshold
+        self.max_rate_hz = max_rate_hz
         self._publish = publish
         self._on_rejected = on_rejected
         self._on_failed = on_failed
         self._shutting_down = shutting_down
+        self._wants_confidence = wants_confidence
         self._mailbox: LatestFrameMailbox | None = None
         self._worker: threading.Thread | None = None
 
@@ -317,7 +352,7 @@ class SegmentationCore:
             raise RuntimeError("start() before load()")
         if self._worker is not None:
             return
-        self._mailbox = LatestFrameMailbox()
+        self._mailbox = LatestFrameMailbox(self.cameras)
         # A daemon, so a frame stuck in inference can never hold the process open at exit.
         self._worker = threading.Thread(target=self._serve_frames, args=(self._mailbox,),
                                         name="fbsnet-worker", daemon=True)
@@ -331,30 +366,54 @@ class SegmentationCore:
         self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
         self._worker = self._mailbox = None
 
-    def intake(self, message) -> None:
-        """A camera message arrived: keep it as the next frame (ignored while not serving)."""
+    def intake(self, message, camera: int = 0) -> None:
+        """A camera message arrived: keep it as that camera's next frame (ignored while not
+        serving)."""
         mailbox = self._mailbox
         if mailbox is None:
             return
         now = time.monotonic()
-        replaced = mailbox.put(ReceivedFrame(message, now))
-        self.statistics.record_received(now, replaced)
+        replaced = mailbox.put(ReceivedFrame(message, now), camera)
+        self.statistics[camera].record_received(now, replaced)
 
     def _serve_frames(self, mailbox: LatestFrameMailbox) -> None:
-        while (frame := mailbox.take()) is not None:
+        while (waiting := mailbox.take()) is not None:
+            started = time.monotonic()
             try:
-                self._publish(self.segment(frame))
-                self.statistics.record_processed(frame, time.monotonic())
-            except ImageConversionError as error:
-                self.statistics.record_rejected(str(error), time.monotonic())
-                self._on_rejected(str(error))
+                self._segment_and_publish(waiting)
             except Exception as error:
                 if mailbox.closed or self._shutting_down():
                     return  # serving stopped mid-frame and took the publishers with it
-                self.statistics.record_failed(repr(error), time.monotonic())
+                for camera, _ in waiting:
+                    self.statistics[camera].record_failed(repr(error), time.monotonic())
                 self._on_failed(repr(error), traceback.format_exc())
+            # At most max_rate_hz runs a second: frames arriving meanwhile replace the waiting
+            # ones (counted as dropped), as when the model is busy.
+            if self.max_rate_hz > 0:
+                if mailbox.wait_closed(started + 1.0 / self.max_rate_hz - time.monotonic()):
+                    return
 
-    def segment(self, frame: ReceivedFrame) -> SegmentedFrame:
+    def _segment_and_publish(self, waiting: list[tuple[int, ReceivedFrame]]) -> None:
+        decoded = []
+        for camera, frame in waiting:
+            try:
+                decoded.append(self.decode(camera, frame))
+            except ImageConversionError as error:
+                self.statistics[camera].record_rejected(str(error), time.monotonic())
+                self._on_rejected(camera, str(error))
+        if not decoded:
+            return
+        confidence = any(self._wants_confidence(item.camera) for item in decoded)
+        results = self.segmenter.segment_batch(
+            [item.image for item in decoded], confidence=confidence,
+            threshold=self.confidence_threshold)
+        for item, result in zip(decoded, results, strict=True):
+            self._publish(item.camera, SegmentedFrame(
+                item.frame.message, item.image, result.labels, result.confidence,
+                item.overlay_encoding))
+            self.statistics[item.camera].record_processed(item.frame, time.monotonic())
+
+    def decode(self, camera: int, frame: ReceivedFrame) -> CameraFrame:
         message = frame.message
         if self.input_transport == "compressed":
             image = compressed_msg_to_rgb(message, self.max_pixels)
@@ -362,4 +421,4 @@ class SegmentationCore:
         else:
             image = image_msg_to_rgb(message, self.max_pixels)
             overlay_encoding = output_encoding_for(message.encoding)
-        return SegmentedFrame(message, image, self.segmenter.predict(image), overlay_encoding)
+        return CameraFrame(camera, frame, image, overlay_encoding)

@@ -337,7 +337,8 @@ def test_config_overrides_parse_like_yaml():
 
 
 @pytest.mark.parametrize("recipe", ["camvid.yaml", "cityscapes.yaml", "camvid_cpu.yaml",
-                                    "camvid_cpu_finetune.yaml", "camvid_gpu.yaml"])
+                                    "camvid_cpu_finetune.yaml", "camvid_gpu.yaml",
+                                    "camvid_gpu_finetune.yaml"])
 def test_shipped_recipes_load(recipe):
     config = load_train_config(REPO_ROOT / "config" / "train" / recipe)
     assert config.out_dir.startswith("runs/")

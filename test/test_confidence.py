@@ -101,7 +101,9 @@ def test_every_backend_returns_the_confidence(segmenters, frames, backend):
         assert np.percentile(difference, 99.9) <= tail_bound
 
 
-@pytest.mark.parametrize("backend", [REFERENCE, *(b for b in BACKENDS if b != REFERENCE)][:4])
+# The reference and an in-graph decoder (OpenVINO, what auto picks on a CPU).
+@pytest.mark.parametrize("backend", [REFERENCE, *[b for b in BACKENDS
+                                                  if b.startswith("openvino:")][:1]])
 def test_threshold_unlabels_exactly_the_unsure_pixels(segmenters, frames, backend):
     segmenter = segmenters(backend)
     frame = frames[0]

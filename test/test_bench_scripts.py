@@ -1,6 +1,7 @@
-"""bench/node_overhead.py runs end to end: engine blocks, the real node flooded and paced over DDS.
+"""The bench scripts run end to end: node_overhead (engine blocks, the real node flooded and paced
+over DDS), dds_large_messages, multi_camera (one node with two cameras against two nodes).
 
-Only that it measures what it says is asserted here; its ratios are figures for the README,
+Only that they measure what they say is asserted here; their ratios are figures for the README,
 taken on a quiet machine, not pass/fail conditions of a shared test run.
 """
 
@@ -66,3 +67,35 @@ def test_dds_large_messages_counts_what_arrives_with_the_profile_on_the_writer()
         capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "profile loaded by writer: 3/3 arrived" in completed.stdout
+
+
+def test_multi_camera_compares_one_node_with_single_nodes(random_checkpoint, camvid_root,
+                                                          tmp_path):
+    report_path = tmp_path / "multi_camera.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "multi_camera.py"), "--cameras", "2",
+         "--seconds", "3", "--warmup-seconds", "1", "--weights", str(random_checkpoint),
+         "--data-root", str(camvid_root), "--domain-id", os.environ["ROS_DOMAIN_ID"],
+         "--json", str(report_path)],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.startswith("machine: ")
+    report = json.loads(report_path.read_text())
+    assert report["backend"] == "auto" and report["max_rate_hz"] == 0.0
+    assert "unbounded" in completed.stdout
+    # The multi-camera node really served two cameras, batched or in turn.
+    assert "/multi2/cam0/image_raw" in report["node_ready_line"]
+    assert "/multi2/cam1/image_raw" in report["node_ready_line"]
+    [comparison] = report["comparisons"]
+    assert comparison["cameras"] == 2
+    for layout, processes in (("multi", 1), ("single", 2)):
+        measured = comparison[layout]
+        assert measured["processes"] == processes
+        # Both layouts measured on two cameras, each one answered, and their memory read.
+        assert len(measured["cameras"]) == 2
+        assert all(camera["labels_per_s"] > 0 for camera in measured["cameras"])
+        assert measured["rss_bytes"] > 0 and measured["pss_bytes"] > 0
+    # The ratios are printed as reported.
+    assert (f"throughput {comparison['throughput_ratio']:.2f}x, memory (RSS) "
+            f"{comparison['memory_ratio']:.2f}x") in completed.stdout

@@ -32,7 +32,7 @@ def test_two_cameras_answered_with_their_own_headers_sizes_and_status(
                        ["-r", f"__ns:={NAMESPACE}"])
     try:
         node.wait_for_output(READY_LINE)
-        assert "cameras run as one batch" in node.output or "cameras run in turn" in node.output
+        assert "cameras run together" in node.output or "cameras run in turn" in node.output
         publishers, info_publishers, labels, infos = {}, {}, {}, {}
         for camera in CAMERAS:
             base = f"{NAMESPACE}/{camera}"

@@ -212,7 +212,7 @@ def parameter_declarations(managed: bool = False) -> list[tuple[str, object, Par
             description="several cameras served by one model: for each namespace <cam>, "
                         f"input <cam>/{CAMERA_IMAGE_NAME} (or its compressed sibling) and "
                         f"<cam>/{CAMERA_INFO_NAME}, outputs <cam>/<node name>/..., one "
-                        "/diagnostics status each; their frames run as one batch. Empty: one "
+                        "/diagnostics status each; their frames run together. Empty: one "
                         f"camera on the remappable {CAMERA_TOPIC}, outputs ~/...",
             read_only=True)),
         ("publish_color_mask", True, ParameterDescriptor(
@@ -673,7 +673,8 @@ class SegmentationNodeBase:
         batching = ""
         if len(self.cameras) > 1:
             backend = segmenter.backend
-            batching = ("; cameras run as one batch" if backend.batching else
+            batching = ("; cameras run together (one batch, or parallel streams)"
+                        if backend.batching else
                         f"; cameras run in turn: {backend.name} cannot batch "
                         f"({backend.batching_refusal})")
         rate = (f"at most {self.core.max_rate_hz:g} runs/s" if self.core.max_rate_hz > 0

@@ -10,7 +10,7 @@ Only the latest frame of each camera is ever processed: the subscription callbac
 message into its camera's slot and the worker takes every waiting frame at once, so a slow
 model skips frames instead of building a backlog, latency stays bounded whatever the camera
 rate, and no camera starves another. The waiting frames of several cameras go through the
-network as one batch where the backend can batch.
+network together where the backend can (one batch, or parallel OpenVINO streams).
 """
 
 from __future__ import annotations

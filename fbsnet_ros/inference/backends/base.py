@@ -38,14 +38,15 @@ class Backend(ABC):
     `infer`, and the shared post-processing, so every backend sees the same input tensor and
     decodes the same way. Backends whose compiled graph holds the pre- and post-processing
     override it. `segment_batch` runs several frames (several cameras) at once where the
-    backend can batch (`batching`), else in turn.
+    backend can (`batching`: as one network batch, or OpenVINO's parallel streams), else in
+    turn.
     """
 
     name: ClassVar[str]
     # Precisions per device type; the first is the default.
     precisions: ClassVar[dict[str, tuple[str, ...]]]
-    # Whether `segment_batch` runs frames through the network as one batch; when False it runs
-    # them in turn, and `batching_refusal` says why.
+    # Whether `segment_batch` runs frames through the network together (one batch, or parallel
+    # streams); when False it runs them in turn, and `batching_refusal` says why.
     batching: ClassVar[bool] = True
     batching_refusal: ClassVar[str] = ""
 
@@ -126,7 +127,6 @@ class GraphShape(NamedTuple):
 
     height: int  # the camera frame's
     width: int
-    batch: int = 1  # frames per run (several cameras of one size)
     confidence: bool = False  # whether it also returns the confidence
 
     @property
@@ -134,15 +134,14 @@ class GraphShape(NamedTuple):
         return self.height, self.width
 
     def __str__(self) -> str:
-        return (f"{self.batch} x {self.height}x{self.width} frame(s)"
-                f"{', with confidence' if self.confidence else ''}")
+        return f"{self.height}x{self.width} frames{', with confidence' if self.confidence else ''}"
 
 
 class PerFrameSize(Generic[Graph]):
-    """Graphs specialised to one frame size (and batch, and outputs), built on first use, the
-    most recently used kept."""
+    """Graphs specialised to one frame size (and outputs), built on first use, the most
+    recently used kept."""
 
-    # A camera rarely changes size; a benchmark sweeps a few; several cameras add batch sizes.
+    # A camera rarely changes size; a benchmark sweeps a few; several cameras add a few more.
     CAPACITY = 8
 
     def __init__(self, build: Callable[[GraphShape], Graph], what: str) -> None:
@@ -150,9 +149,8 @@ class PerFrameSize(Generic[Graph]):
         self.what = what
         self.graphs: OrderedDict[GraphShape, Graph] = OrderedDict()
 
-    def get(self, frame_size: tuple[int, ...], batch: int = 1, confidence: bool = False
-            ) -> Graph:
-        shape = GraphShape(int(frame_size[0]), int(frame_size[1]), batch, confidence)
+    def get(self, frame_size: tuple[int, ...], confidence: bool = False) -> Graph:
+        shape = GraphShape(int(frame_size[0]), int(frame_size[1]), confidence)
         graph = self.graphs.get(shape)
         if graph is None:
             if len(self.graphs) >= self.CAPACITY:

@@ -165,6 +165,12 @@ class FrameStatistics:
             self.dropped += replaced_waiting_frame
             self._last_received_at = now
 
+    def record_replaced(self, count: int) -> None:
+        """Frames a newer one replaced in the subscription's one-deep history (reliable input
+        that came faster than the node took it): dropped by design, not lost."""
+        with self._lock:
+            self.dropped += count
+
     def record_lost(self, count: int, now: float) -> None:
         with self._lock:
             self.lost += count

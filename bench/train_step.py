@@ -168,9 +168,7 @@ def main() -> None:
     names = list(args.options or DEFAULT_OPTIONS[device.type])
     if args.compile and not args.options:
         names += COMPILE_OPTIONS[device.type]
-    print(format_machine())
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(format_machine())  # CPU, torch threads, OMP_NUM_THREADS and OMP_WAIT_POLICY
     runners = {}
     for name in names:
         warm_started = time.perf_counter()

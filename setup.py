@@ -44,8 +44,9 @@ setup(
     license="MIT",
     entry_points={
         "console_scripts": [
-            "segmentation_node = fbsnet_ros.ros.segmentation_node:main",
-            "segmentation_lifecycle_node = fbsnet_ros.ros.lifecycle_node:main",
+            # Entered through stop_signals: Ctrl-C is handled from the first line on.
+            "segmentation_node = fbsnet_ros.ros.stop_signals:segmentation_node",
+            "segmentation_lifecycle_node = fbsnet_ros.ros.stop_signals:segmentation_lifecycle_node",
             "fbsnet-ros = fbsnet_ros.cli:main",
         ],
     },

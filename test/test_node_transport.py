@@ -34,8 +34,9 @@ from sensor_msgs.msg import Image
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
 from fbsnet_ros.ros.names import DIAGNOSTICS_STATUS_NAME
-from fbsnet_ros.ros.node_base import PUBLISHER_CHECK_PERIOD_S, STOP_GRACE_S
+from fbsnet_ros.ros.node_base import PUBLISHER_CHECK_PERIOD_S
 from fbsnet_ros.ros.node_core import STALE_INPUT_S
+from fbsnet_ros.ros.stop_signals import STOP_GRACE_S
 
 CAMERA_SCRIPT = REPO_ROOT / "bench" / "camera_qos.py"
 NAMESPACE = "/deployed"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import os
-import signal
 import sys
 import threading
 import time
@@ -62,6 +61,7 @@ from fbsnet_ros.inference import colorize, overlay
 from fbsnet_ros.inference.backends import available_backends, backend_choices
 from fbsnet_ros.inference.engine import UPSAMPLE_MODES
 from fbsnet_ros.model import OUTPUT_STRIDE
+from fbsnet_ros.ros import stop_signals
 from fbsnet_ros.ros.compat import (
     PublisherEventCallbacks,
     SubscriptionEventCallbacks,
@@ -116,9 +116,6 @@ TRANSPORT_LOG_THROTTLE_S = 10.0
 # Unusable frames and frame errors are logged at most once in this many seconds.
 FRAME_LOG_THROTTLE_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
-# After SIGINT/SIGTERM the process ends within this long, even if the main thread is inside a
-# long native call (a backend build, a large inference) that a Python exception cannot reach.
-STOP_GRACE_S = 5.0
 # Exit status for a start-up setting or file the node cannot use (as the fbsnet-ros CLI).
 EXIT_USAGE = 2
 # Largest accepted max_pixels: far above any camera, still a real guard against garbage headers.
@@ -759,39 +756,6 @@ def missing_params_files(arguments: list[str]) -> list[str]:
     return missing
 
 
-def _stop_on_signals() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and end the process
-    STOP_GRACE_S later if it is still running (the main thread stuck in native code).
-
-    rclpy.init, called after this, chains its own handlers (which shut the context down) to
-    these, so a signal during start-up (weights, backend build) stops the node like Ctrl-C
-    during spin; without it SIGTERM left start-up running into a dead context.
-    """
-    wakeup_read, wakeup_write = os.pipe()
-    os.set_blocking(wakeup_write, False)
-    signal.set_wakeup_fd(wakeup_write)  # written from the C handler, whatever Python is doing
-    stopping = threading.Event()
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-
-    def raise_keyboard_interrupt(signum, frame):
-        if not stopping.is_set():  # a second signal must not interrupt the clean-up
-            stopping.set()
-            raise KeyboardInterrupt
-
-    def exit_if_stuck():
-        # Each byte is the number of a signal Python handles; only a stop signal counts.
-        while os.read(wakeup_read, 1)[0] not in stop_signals:
-            pass
-        time.sleep(STOP_GRACE_S)
-        os.write(2, f"[{NODE_NAME}] still busy {STOP_GRACE_S:g} s after the stop signal: "
-                    "exiting without clean-up\n".encode())
-        os._exit(0)
-
-    for signum in stop_signals:
-        signal.signal(signum, raise_keyboard_interrupt)
-    threading.Thread(target=exit_if_stuck, name="fbsnet-stop-watchdog", daemon=True).start()
-
-
 def run_node(make_node, arguments: list[str], ros_args=None, after_start=None) -> int:
     """Console-script body for either node: init, build, spin, clean up; the exit status.
 
@@ -803,10 +767,12 @@ def run_node(make_node, arguments: list[str], ros_args=None, after_start=None) -
         print(f"[FATAL] [{NODE_NAME}]: parameter file {missing[0]}: no such readable file",
               file=sys.stderr)
         return EXIT_USAGE
-    _stop_on_signals()
-    rclpy.init(args=ros_args)
     node = None
     try:
+        # rclpy.init chains its own handlers (which shut the context down) to these, so a
+        # signal during start-up (weights, backend build) stops the node like Ctrl-C in spin.
+        stop_signals.arm()
+        rclpy.init(args=ros_args)
         node = make_node()
         if after_start is not None:
             after_start(node)

@@ -23,6 +23,7 @@ from sensor_msgs.msg import Image
 
 from fbsnet_ros.data.frame_sources import frame_source
 from fbsnet_ros.data.io import DatasetError
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_image_fields
 from fbsnet_ros.ros.names import CAMERA_TOPIC, LABELS_TOPIC, OVERLAY_TOPIC
 from fbsnet_ros.ros.processes import node_executable, stop_node_process
@@ -44,17 +45,21 @@ INPUT_FOLLOW_TIMEOUT_S = 5.0
 ANSWER_TOPICS = {"labels": LABELS_TOPIC, "overlay": OVERLAY_TOPIC}
 
 
-def default_params_file() -> Path:
-    """config/segmentation.yaml from the ament share folder, or from this source checkout."""
+def config_file(name: str) -> Path:
+    """config/<name> from the ament share folder, or from this source checkout."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        installed = Path(get_package_share_directory("fbsnet_ros")) / "config" / "segmentation.yaml"
+        installed = Path(get_package_share_directory("fbsnet_ros")) / "config" / name
         if installed.is_file():
             return installed
     except (ImportError, LookupError, ValueError, OSError):  # no ament index: a source checkout
         pass
-    return Path(__file__).resolve().parents[2] / "config" / "segmentation.yaml"
+    return Path(__file__).resolve().parents[2] / "config" / name
+
+
+def default_params_file() -> Path:
+    return config_file("segmentation.yaml")
 
 
 class DemoCamera(Node):
@@ -157,6 +162,12 @@ def run_demo(*, weights: str | None, images: str | None, video: str | None, fram
     output_dir.mkdir(parents=True, exist_ok=True)
     print(f"demo: {describe_weights(weights)}", flush=True)
 
+    # The demo's 360x480 frames (518 KB) are over Fast DDS's default shared-memory segment:
+    # without the large-frames profile in both processes they go as UDP fragments, and a lost
+    # fragment held a frame back 2-3 s until the reliable protocol resent it. A profile the
+    # user set is kept.
+    if not any(os.environ.get(name) for name in FASTDDS_PROFILES_FILE_VARIABLES):
+        os.environ.update(fastdds_profiles_env(config_file("fastdds_large_frames.xml")))
     command = [node_executable(), "--ros-args", "--params-file",
                str(params_file or default_params_file())]
     if weights:

@@ -49,10 +49,10 @@ from node_overhead import (
     load_frames,
 )
 
+from fbsnet_ros.ros.names import READY_LINE
 from fbsnet_ros.ros.processes import node_executable, stop_node_process
 from fbsnet_ros.ros.stamps import ns_to_sec_nanosec, stamp_to_ns
 
-READY_LINE = "segmenting"
 # Until a camera's first answer, its frame is sent again this often (discovery may drop it).
 REPUBLISH_PERIOD_S = 1.0
 # The issue 12 targets for 4 cameras in one node against 4 nodes.

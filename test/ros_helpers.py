@@ -24,14 +24,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from fbsnet_ros.ros.names import CAMERA_TOPIC
+from fbsnet_ros.ros.names import CAMERA_TOPIC, READY_LINE  # noqa: F401 (the tests import it here)
 from fbsnet_ros.ros.processes import node_executable, stop_node_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
 
-# The node's start-up log line once it serves frames.
-READY_LINE = "segmenting"
 # Discovery over localhost plus a torch import on two busy cores: be generous.
 STARTUP_TIMEOUT_S = 60.0
 ANSWER_TIMEOUT_S = 30.0

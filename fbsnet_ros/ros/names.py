@@ -25,5 +25,8 @@ CAMERA_FRAME_ID = "camera"
 # The node's outputs under its default name, and what bag-eval writes in their place.
 LABELS_TOPIC = f"/{NODE_NAME}/labels"
 OVERLAY_TOPIC = f"/{NODE_NAME}/overlay"
+# How the node's start-up log line begins once it serves frames (demo, benches, tests wait for
+# it).
+READY_LINE = "segmenting"
 # The name of the node's status on /diagnostics, under its default name.
 DIAGNOSTICS_STATUS_NAME = f"{NODE_NAME}: segmentation"

@@ -75,6 +75,7 @@ from fbsnet_ros.ros.names import (
     CAMERA_TOPIC,
     COMPRESSED_SUFFIX,
     NODE_NAME,
+    READY_LINE,
 )
 from fbsnet_ros.ros.node_core import (
     LOST_FRAMES_FIX,
@@ -684,7 +685,7 @@ class SegmentationNodeBase:
                 else "unbounded rate")
         threads = segmenter.threads or "default"
         self.get_logger().info(
-            f"segmenting {inputs} on {segmenter.device} ({segmenter.backend_name}, "
+            f"{READY_LINE} {inputs} on {segmenter.device} ({segmenter.backend_name}, "
             f"{threads} threads, {rate}{batching}), network input {segmenter.input_size}, "
             f"{segmenter.num_classes} classes; backends installed here: "
             f"{', '.join(available_backends(segmenter.device))}")

@@ -36,7 +36,7 @@ from fbsnet_ros.data.classes import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from fbsnet_ros.evaluation.benchmark import format_machine, machine_summary
 from fbsnet_ros.model import FBSNet
 from fbsnet_ros.training.device_data import BatchAugment, Photometric
-from fbsnet_ros.training.loop import graph_training_model
+from fbsnet_ros.training.loop import adam, graph_training_model
 
 OPTIONS = {  # name: (autocast dtype or None, channels_last, "", "compile" or "graph")
     "fp32": (None, False, ""),
@@ -77,7 +77,7 @@ class StepRunner:
         self.model = FBSNet(num_classes=NUM_CLASSES).to(device, memory_format=self.format)
         self.model.train()
         self.forward = torch.compile(self.model) if speedup == "compile" else self.model
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.optimizer = adam(self.model.parameters(), device, lr=1e-3)
         # As the training loop: float16 needs loss scaling, bfloat16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)

@@ -549,9 +549,9 @@ def _benchmark_parser(commands) -> None:
                                 f"{CAMVID_BESIDE_PROJECT} beside the project; random frames "
                                 "when absent)")
     benchmark.add_argument("--host-pre-post", nargs="+", default=[], metavar="NAME[:PRECISION]",
-                           help="also time these OpenVINO backends with pre- and post-processing "
-                                "on the host, outside their graph (the path before it moved in), "
-                                "e.g. openvino:bf16")
+                           help="also time these OpenVINO backends as they ran before issue 15: "
+                                "pre- and post-processing on the host, outside their graph, and "
+                                "the network with its channel shuffles; e.g. openvino:bf16")
     benchmark.add_argument("--json", default=None, help="also write the results here")
     benchmark.set_defaults(handler=cmd_benchmark)
 

@@ -21,6 +21,18 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def artefact_cache(tmp_path_factory):
+    """Exported and compiled models (ONNX, OpenVINO) go to this run's own cache, shared by its
+    tests and the nodes they start: no test reads an entry from another run or writes into the
+    user's cache, and each set of weights is exported once per run, as on a fresh machine."""
+    from fbsnet_ros.inference.artefacts import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("artefact_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def camvid_root() -> Path:
     """The real CamVid frames; CI always has them, so there a missing folder fails loudly."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 
 import numpy as np
 import pytest
@@ -26,7 +26,11 @@ from fbsnet_ros.inference.backends import (
     backend_choices,
 )
 from fbsnet_ros.inference.frames import FrameTransform
-from fbsnet_ros.inference.fusion import count_batch_norms, fold_batch_norm
+from fbsnet_ros.inference.fusion import (
+    count_batch_norms,
+    fold_batch_norm,
+    without_channel_shuffles,
+)
 
 CPU = torch.device("cpu")
 # Share of pixels whose label must equal eager fp32's (issue 5).
@@ -53,18 +57,6 @@ CPU_BACKENDS = [spec for spec in available_backends(CPU)
                 if spec != REFERENCE and not spec.endswith(":int8")]
 # What would run on a GPU with the packages installed here (checked without touching CUDA).
 CUDA_BACKENDS = available_backends(torch.device("cuda"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def onnx_cache(tmp_path_factory):
-    """Exports go to a private folder: a test never reads another run's cache."""
-    previous = os.environ.get("FBSNET_ROS_CACHE_DIR")
-    os.environ["FBSNET_ROS_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("FBSNET_ROS_CACHE_DIR")
-    else:
-        os.environ["FBSNET_ROS_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +143,19 @@ def test_labels_agree_with_eager_fp32(segmenters, val_frames, reference_labels, 
     assert share >= MIN_AGREEMENT, f"{backend}: only {100 * share:.3f} % agree with eager fp32"
 
 
+def test_the_path_before_issue_15_agrees_with_eager_fp32(checkpoints, val_frames,
+                                                        reference_labels):
+    """The benchmark's baseline (`--host-pre-post`): OpenVINO with pre/post on the host and the
+    network exported with its channel shuffles, as it ran before they were folded."""
+    weights = WEIGHTS[-1]
+    segmenter = Segmenter.from_checkpoint(checkpoints[weights], device="cpu",
+                                          backend="openvino:fp32",
+                                          backend_options={"frame_graph": False})
+    assert "channel shuffles run" in segmenter.backend.describe()
+    labels = [segmenter.predict(frame) for frame in val_frames]
+    assert agreement(labels, reference_labels[weights]) >= MIN_AGREEMENT
+
+
 def test_every_auto_choice_is_tested_for_agreement():
     # auto may only choose what test_labels_agree_with_eager_fp32 checks on this machine.
     for spec in AUTO_PREFERENCE["cpu"]:
@@ -184,6 +189,37 @@ def test_batch_norm_folding_keeps_logits(checkpoints, val_frames, weights):
     with torch.inference_mode():
         expected = model(batch)
         actual = folded(batch)
+    torch.testing.assert_close(actual, expected, atol=LOGIT_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("weights", [*WEIGHTS, "paper-table1"])
+def test_channel_shuffles_folded_into_the_weights_keep_logits(checkpoints, val_frames, weights,
+                                                               monkeypatch):
+    import fbsnet_ros.model.blocks as blocks
+    from fbsnet_ros.model import build_fbsnet
+
+    if weights == "paper-table1":  # other widths, depths and a 16-wide last decoder stage
+        model = build_fbsnet(num_classes=11, variant="paper-table1")
+        metadata = load_model(checkpoints["random"])[1]
+    else:
+        model, metadata = load_model(checkpoints[weights])
+    if weights != "trained":  # statistics and slopes that differ per channel
+        randomise_batch_norms(model)
+        for prelu in (m for m in model.modules() if isinstance(m, torch.nn.PReLU)):
+            prelu.weight.data.uniform_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    state_before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    rewritten = without_channel_shuffles(model)
+    for name, tensor in model.state_dict().items():  # the original keeps its layout and values
+        assert torch.equal(tensor, state_before[name]), name
+    transform = FrameTransform((360, 480), metadata.mean, metadata.std)
+    batch = torch.cat([transform.to_input(frame) for frame in val_frames[:2]])
+    with torch.inference_mode():
+        expected = model(batch)
+        shuffles = []
+        monkeypatch.setattr(blocks, "channel_shuffle", lambda x, g: shuffles.append(g) or x)
+        actual = rewritten(batch)
+    assert not shuffles
     torch.testing.assert_close(actual, expected, atol=LOGIT_TOLERANCE, rtol=0)
 
 
@@ -276,9 +312,10 @@ def test_benchmark_reports_every_backend_against_eager(random_checkpoint, camvid
     assert main(["benchmark", "--weights", str(random_checkpoint), "--device", "cpu",
                  "--backends", "torch", "openvino", "--sizes", "64x96", "--iterations", "2",
                  "--warmup", "1", "--data-root", str(camvid_root), "--json",
-                 str(report_path)]) == 0
+                 str(report_path), "--host-pre-post", "openvino"]) == 0
     printed = capsys.readouterr().out
     assert "torch:fp32" in printed and "openvino:fp32" in printed and "GFLOPs" in printed
+    assert re.search(r"frame to labels: \d+\.\d\dx faster than openvino:fp32 host", printed)
     report = json.loads(report_path.read_text())
     (size,) = report["sizes"]
     assert size["frame_size"] == [64, 96] and size["input_size"] == [64, 96]
@@ -287,7 +324,7 @@ def test_benchmark_reports_every_backend_against_eager(random_checkpoint, camvid
     model, _ = load_model(random_checkpoint)
     assert complexity["params"] == sum(p.numel() for p in model.parameters())
     names = [entry["backend"] for entry in size["backends"]]
-    assert names == ["torch:fp32", "openvino:fp32"]
+    assert names == ["torch:fp32", "openvino:fp32", "openvino:fp32 host"]
     reference = size["backends"][0]
     assert reference["end_to_end"]["ratio_to_reference"] == pytest.approx(1.0)
     for entry in size["backends"]:

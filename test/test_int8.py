@@ -24,14 +24,6 @@ pytestmark = pytest.mark.skipif(
 GATE_SUBSET = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Exports go to a private folder: a test never reads another run's cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FBSNET_ROS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
 @pytest.fixture(scope="module")
 def quantized(random_checkpoint, camvid_root, tmp_path_factory) -> dict:
     """The random weights through `fbsnet-ros quantize`, on a few frames."""

@@ -160,8 +160,9 @@ def benchmark_size(model: torch.nn.Module, metadata: ModelMetadata, backends: Se
                    progress: Callable[[str], None] | None = None) -> SizeResult:
     """Time `backends` (the reference first, always) at one frame size, interleaved.
 
-    `host_pre_post`: OpenVINO backends also timed with the frame's pre- and post-processing on
-    the host instead of in the compiled graph (the path before issue 15), named '... host'.
+    `host_pre_post`: OpenVINO backends also timed as they ran before issue 15 (the frame's pre-
+    and post-processing on the host instead of in the compiled graph, the network with its
+    channel shuffles), named '... host'.
     """
     from fbsnet_ros.inference import Segmenter
 
@@ -295,7 +296,8 @@ def _speedups_over_host(result: SizeResult) -> list[str]:
 REPORT_FOOTNOTE = (
     "e2e: Segmenter.predict, uint8 RGB frame to uint8 labels at frame size (resize, "
     "normalise, network, upsample, argmax; OpenVINO: all but the resize in its compiled graph, "
-    f"'{HOST_SUFFIX}': on the host as the other backends). model: the network alone on a ready "
+    f"'{HOST_SUFFIX}': on the host as the other backends, and the network with its channel "
+    "shuffles, as before issue 15). model: the network alone on a ready "
     "input. x eager: median of eager fp32 (torch:fp32) / median, same run.")
 
 

@@ -132,6 +132,10 @@ class BottleneckResidualUnit(nn.Module):
         self.shuffle_groups = half
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_shuffle(self.residual(x) + x, self.shuffle_groups)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything but the identity path and the shuffle: (N, C, H, W) -> (N, C, H, W)."""
         reduced = self.reduce(self.pre_norm(x))  # (N, C/2, H, W)
         local_mid = self.local_attention(self.local_first(reduced))
         local = self.local_second(local_mid)
@@ -139,8 +143,7 @@ class BottleneckResidualUnit(nn.Module):
         context = self.context_second(context_mid)
         middle = local_mid + self.identity_attention(reduced) + context_mid
         merged = self.merge_norm(local + context + middle)
-        expanded = self.output_attention(self.expand(merged))  # (N, C, H, W)
-        return channel_shuffle(expanded + x, self.shuffle_groups)
+        return self.output_attention(self.expand(merged))  # (N, C, H, W)
 
 
 class DownsamplingBlock(nn.Module):

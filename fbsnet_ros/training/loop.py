@@ -72,6 +72,14 @@ def remove_stale_temporaries(out_dir: Path, names=("last.pt", "best.pt")) -> lis
     return removed
 
 
+def adam(params, device: torch.device, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam as training uses it: fused (one kernel updates every tensor) on CUDA and the CPU.
+    FBSNet has ~600 small tensors; the default multi-tensor update took 19 ms of a 200 ms
+    training step on an H200 (issue 14's profile)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay,
+                            fused=device.type in ("cuda", "cpu"))
+
+
 def distributed_model(model: nn.Module, device: torch.device) -> nn.Module:
     """DDP as the training loop uses it: gradients averaged over ranks during backward."""
     device_ids = [device.index] if device.type == "cuda" else None
@@ -276,7 +284,7 @@ class Trainer:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         params, config = self.model.parameters(), self.config
         if config.optimizer == "adam":
-            return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+            return adam(params, self.device, config.lr, config.weight_decay)
         if config.optimizer == "sgd":
             return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                    weight_decay=config.weight_decay)

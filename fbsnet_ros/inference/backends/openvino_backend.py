@@ -68,12 +68,15 @@ def int8_refusal(metadata: ModelMetadata) -> str | None:
     return None
 
 
-def read_network(core, model: torch.nn.Module, metadata: ModelMetadata, precision: str):
-    """The network as an openvino.Model (input 1x3xHxW normalised float, output logits)."""
+def read_network(core, model: torch.nn.Module, metadata: ModelMetadata, precision: str, *,
+                 fold_shuffles: bool = True):
+    """The network as an openvino.Model (input 1x3xHxW normalised float, output logits);
+    `fold_shuffles=False`: as exported before the channel shuffles were folded (not INT8, whose
+    model is the one in the weights)."""
     if precision != "int8":
         from fbsnet_ros.inference.export import cached_onnx
 
-        return core.read_model(str(cached_onnx(model, metadata)))
+        return core.read_model(str(cached_onnx(model, metadata, fold_shuffles=fold_shuffles)))
     import openvino
 
     if metadata.int8_model is None:
@@ -170,14 +173,15 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, model, metadata, transform, device, precision, threads=0, *,
                  frame_graph: bool = True) -> None:
-        """`frame_graph=False`: pre- and post-processing on the host, as before issue 15 (for
-        benchmarks)."""
+        """`frame_graph=False`: the path before issue 15, for benchmarks: pre- and
+        post-processing on the host, and the network exported with its channel shuffles."""
         super().__init__(model, metadata, transform, device, precision, threads)
         import openvino
 
         self.version = openvino.get_version().split("-")[0]
         self.core = openvino_core()
-        self.network = read_network(self.core, model, metadata, precision)
+        self.network = read_network(self.core, model, metadata, precision,
+                                    fold_shuffles=frame_graph)
         if precision == "int8" and metadata.int8.get("gate") and int8_refusal(metadata):
             log.warning("openvino:int8 chosen explicitly although %s", int8_refusal(metadata))
         # Set explicitly: on CPUs with bf16 OpenVINO would otherwise pick bf16 by itself.
@@ -197,7 +201,8 @@ class OpenVinoBackend(Backend):
         self._network_request = None
 
     def describe(self) -> str:
-        where = "pre/post in the graph" if self.frame_graph else "pre/post on the host"
+        where = ("pre/post in the graph" if self.frame_graph
+                 else "pre/post on the host, channel shuffles run")
         return f"{self.spec} on {self.device} (OpenVINO {self.version}, {where})"
 
     def segment(self, image: np.ndarray, confidence: bool = False) -> Segmentation:

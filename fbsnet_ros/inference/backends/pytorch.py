@@ -11,7 +11,7 @@ import torch
 from fbsnet_ros.inference.backends.base import Backend, GraphShape, PerFrameSize
 from fbsnet_ros.inference.backends.cuda_graphs import CudaGraphModel, CudaGraphPipeline
 from fbsnet_ros.inference.frames import Segmentation
-from fbsnet_ros.inference.fusion import fold_batch_norm
+from fbsnet_ros.inference.fusion import fold_batch_norm, without_channel_shuffles
 
 
 class TorchBackend(Backend):
@@ -33,7 +33,7 @@ class TorchBackend(Backend):
 
 
 class OptimizedTorchBackend(Backend):
-    """PyTorch with batch norm folded, channels_last and pre-allocated buffers.
+    """PyTorch with channel shuffles and batch norm folded, channels_last, pre-allocated buffers.
 
     CPU: torch.compile (inductor, freezing: weights become constants and are pre-packed for
     oneDNN), static shapes at the input size. CUDA: the whole frame path (uint8 upload, resize,
@@ -52,7 +52,7 @@ class OptimizedTorchBackend(Backend):
         super().__init__(model, metadata, transform, device, precision, threads)
         self.input_device = device
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        model = fold_batch_norm(model).to(device=device, dtype=self.dtype)
+        model = fold_batch_norm(without_channel_shuffles(model)).to(device=device, dtype=self.dtype)
         self.model = model.to(memory_format=torch.channels_last)
         self.compiled = compile and device.type == "cpu"
         if self.compiled:
@@ -66,7 +66,7 @@ class OptimizedTorchBackend(Backend):
         how = "torch.compile+freezing" if self.compiled else "eager"
         if self.device.type == "cuda":
             how = "CUDA graphs"
-        return f"{self.spec} on {self.device} (BN folded, channels_last, {how})"
+        return f"{self.spec} on {self.device} (shuffles and BN folded, channels_last, {how})"
 
     @torch.inference_mode()
     def infer(self, batch: torch.Tensor) -> torch.Tensor:

@@ -142,11 +142,13 @@ def _parse_overrides(extra: list[str]) -> dict:
 
 
 def cmd_train(args, extra) -> int:
+    from fbsnet_ros.devices import resolve_device
     from fbsnet_ros.training.config import load_train_config
-    from fbsnet_ros.training.loop import train
+    from fbsnet_ros.training.loop import check_runs_here, train
 
     with _invalid_values():
         config = load_train_config(args.config, _parse_overrides(extra))
+        check_runs_here(config, resolve_device(config.device))
     summary = train(config)
     logging.getLogger("fbsnet_ros").info(
         "done: best val mIoU %.2f%% after %d epochs (%.1f min this run), %s",
@@ -245,9 +247,9 @@ def cmd_export(args, extra) -> int:
     if args.format == "checkpoint":
         save_inference_checkpoint(model, metadata, args.output)
     elif args.format == "onnx":
-        from fbsnet_ros.inference.export import export_onnx
+        from fbsnet_ros.inference.export import write_onnx
 
-        export_onnx(model, args.output, metadata)
+        write_onnx(model, metadata, args.output)
     print(f"wrote {args.output}")
     return 0
 

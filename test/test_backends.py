@@ -304,12 +304,14 @@ def test_cli_reports_an_unavailable_backend_in_one_line(random_checkpoint, tmp_p
     assert "torch" in capsys.readouterr().err
 
 
-def test_benchmark_reports_every_backend_against_eager(random_checkpoint, camvid_root, tmp_path,
+def test_benchmark_reports_every_backend_against_eager(checkpoints, camvid_root, tmp_path,
                                                        capsys):
     from fbsnet_ros.cli import main
 
+    # The weights the agreement tests above use: their exports are in this run's cache.
+    weights = checkpoints[WEIGHTS[-1]]
     report_path = tmp_path / "bench.json"
-    assert main(["benchmark", "--weights", str(random_checkpoint), "--device", "cpu",
+    assert main(["benchmark", "--weights", str(weights), "--device", "cpu",
                  "--backends", "torch", "openvino", "--sizes", "64x96", "--iterations", "2",
                  "--warmup", "1", "--data-root", str(camvid_root), "--json",
                  str(report_path), "--host-pre-post", "openvino"]) == 0
@@ -321,7 +323,7 @@ def test_benchmark_reports_every_backend_against_eager(random_checkpoint, camvid
     assert size["frame_size"] == [64, 96] and size["input_size"] == [64, 96]
     complexity = size["complexity"]
     assert complexity["flops"] == 2 * complexity["macs"] > 0
-    model, _ = load_model(random_checkpoint)
+    model, _ = load_model(weights)
     assert complexity["params"] == sum(p.numel() for p in model.parameters())
     names = [entry["backend"] for entry in size["backends"]]
     assert names == ["torch:fp32", "openvino:fp32", "openvino:fp32 host"]

@@ -18,7 +18,7 @@ from fbsnet_ros.data.datasets import camvid
 from fbsnet_ros.training.config import load_train_config
 from fbsnet_ros.training.curves import CURVE_FILE
 from fbsnet_ros.training.device_data import BatchAugment, DeviceFrames, Photometric, device_batches
-from fbsnet_ros.training.loop import Trainer, train
+from fbsnet_ros.training.loop import Trainer, cpu_bf16_channels_last_gradients_are_right, train
 
 __all__ = ["tiny_camvid"]  # the module fixture, shared with test_training
 
@@ -127,14 +127,15 @@ def test_device_frames_hold_the_dataset_and_batches_follow_seed_and_epoch(tiny_c
 
 
 def device_values(data_root, out_dir, **overrides) -> dict:
-    values = run_values(data_root, out_dir, data_on_device=True, amp=True,
-                        amp_dtype="bfloat16", channels_last=True, brightness=0.2,
+    # channels_last where this CPU's bf16 kernels compute it right (training refuses it otherwise).
+    values = run_values(data_root, out_dir, data_on_device=True, amp=True, amp_dtype="bfloat16",
+                        channels_last=cpu_bf16_channels_last_gradients_are_right(), brightness=0.2,
                         contrast=0.2, saturation=0.2, blur_probability=0.2, batch_size=2)
     values.update(overrides)
     return values
 
 
-def test_bf16_channels_last_steps_on_device_data_reduce_the_loss(tiny_camvid, tmp_path):
+def test_bf16_steps_on_device_data_reduce_the_loss(tiny_camvid, tmp_path):
     config = load_train_config(None, device_values(tiny_camvid, tmp_path, epochs=100, lr=5e-3,
                                                    scale_range=[1.0, 1.0], jitter=0.0,
                                                    brightness=0.0, contrast=0.0,
@@ -224,6 +225,11 @@ def test_train_step_bench_times_every_option_against_fp32(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "machine:" in completed.stdout and "OMP_WAIT_POLICY" in completed.stdout
     options = json.loads(report.read_text())["options"]
-    assert set(options) == {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
+    expected = {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
+    if not cpu_bf16_channels_last_gradients_are_right():  # left out, and it says why
+        expected.remove("bf16+channels_last")
+        assert "bf16+channels_last: left out: this PyTorch computes wrong gradients" in (
+            completed.stdout)
+    assert set(options) == expected
     assert options["fp32"]["ratio_to_reference"] == 1.0
     assert all(row["median_s"] > 0 for row in options.values())

@@ -68,8 +68,9 @@ def test_checkpoint_round_trip(random_checkpoint, tmp_path):
     save_inference_checkpoint(model, metadata, copy)
     model_again, metadata_again = load_model(copy)
     assert metadata_again == metadata
+    state_again = model_again.state_dict()
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, model_again.state_dict()[name])
+        assert torch.equal(tensor, state_again[name])
     payload = torch.load(copy, weights_only=True)
     assert set(payload["metadata"]) >= {"config", "class_names", "palette", "mean", "std",
                                         "input_size", "dataset", "training", "seed"}

@@ -352,6 +352,52 @@ def test_train_command_reports_a_bad_key_in_one_line(capsys):
     assert error == "fbsnet-ros train: error: unknown training config key(s): batchsize"
 
 
+def test_a_recipe_this_cpu_would_train_wrongly_is_refused_in_one_line(monkeypatch, capsys):
+    import fbsnet_ros.training.loop as loop
+
+    monkeypatch.setattr(loop, "cpu_bf16_channels_last_gradients_are_right", lambda: False)
+    status = cli.main(["train", "--config", str(REPO_ROOT / "config" / "train" / "camvid.yaml"),
+                       "--device", "cpu", "--amp", "true", "--amp_dtype", "bfloat16",
+                       "--channels_last", "true"])
+    assert status == cli.EXIT_USER_ERROR
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'channels_last'" in line and "wrong gradients" in line
+
+
+@pytest.mark.parametrize(("amp", "channels_last"), [(False, True), (True, False), (True, True)])
+def test_cpu_training_precisions_compute_the_depthwise_gradients(amp, channels_last):
+    """What a CPU recipe may run gives fp32's weight gradients for every depth-wise conv shape
+    of FBSNet at a 360x480 crop, to bf16 rounding. torch 2.13's bf16 + channels_last CPU kernel
+    gets them wrong for dilations >= 2 on some CPUs (this project's AMD EPYC): training
+    refuses that setting there, and this checks it wherever it runs."""
+    from fbsnet_ros.model import FBSNetConfig
+    from fbsnet_ros.training.loop import (
+        check_runs_here,
+        cpu_bf16_channels_last_gradients_are_right,
+        depthwise_weight_gradient,
+    )
+
+    config = TrainConfig(device="cpu", amp=amp, amp_dtype="bfloat16", channels_last=channels_last)
+    if amp and channels_last and not cpu_bf16_channels_last_gradients_are_right():
+        with pytest.raises(ValueError, match="'channels_last'"):
+            check_runs_here(config, torch.device("cpu"))
+        return
+    generator = torch.Generator().manual_seed(0)
+    stages = FBSNetConfig().encoder  # half-width depth-wise convs at 1/2, 1/4 and 1/8 of 360x480
+    for stage, (height, width) in zip(stages, [(180, 240), (90, 120), (45, 60)], strict=True):
+        half = stage.channels // 2
+        frames = torch.randn(2, half, height, width, generator=generator).bfloat16().float()
+        for dilation in sorted(set(stage.dilations)):
+            for kernel, along in (((3, 1), (dilation, 1)), ((1, 3), (1, dilation))):
+                weight = torch.randn(half, 1, *kernel, generator=generator)
+                reference = depthwise_weight_gradient(weight, frames, along, bf16=False,
+                                                      channels_last=False)
+                tested = depthwise_weight_gradient(weight, frames, along, bf16=amp,
+                                                   channels_last=channels_last)
+                error = float((tested - reference).norm() / reference.norm())
+                assert error < (0.02 if amp else 1e-4), (stage.channels, dilation, kernel, error)
+
+
 # --- losses and schedule -------------------------------------------------------------------
 
 def _logits_for(probabilities: list[float]) -> torch.Tensor:

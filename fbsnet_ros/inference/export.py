@@ -40,8 +40,6 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | No
     shuffles: they are folded into the weights (same logits to float rounding; faster on every
     runtime); `fold_shuffles=False` keeps them, as exported before (benchmark baselines).
     """
-    import onnx
-
     model = (without_channel_shuffles(model) if fold_shuffles
              else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)
     height_blocks = torch.export.Dim("height_blocks", min=1, max=1024)
@@ -62,10 +60,31 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | No
         dims = value.type.tensor_type.shape.dim
         dims[0].dim_param, dims[2].dim_param, dims[3].dim_param = "batch", "height", "width"
     if metadata is not None:
-        for key, entry in metadata.to_dict().items():
-            if key in ("class_names", "palette", "mean", "std", "input_size", "dataset"):
-                proto.metadata_props.add(key=key, value=json.dumps(entry))
+        _set_metadata(proto, metadata)
     proto.doc_string = "FBSNet semantic segmentation exported by fbsnet_ros"
+    return _write(proto, path)
+
+
+def write_onnx(model: nn.Module, metadata: ModelMetadata, path: str | Path) -> Path:
+    """`fbsnet-ros export --format onnx`: these weights' export from the artefact cache
+    (exported first when absent) with their metadata, written atomically to `path`."""
+    import onnx
+
+    proto = onnx.load(str(cached_onnx(model, metadata)))
+    _set_metadata(proto, metadata)
+    return _write(proto, path)
+
+
+def _set_metadata(proto, metadata: ModelMetadata) -> None:
+    del proto.metadata_props[:]
+    for key, entry in metadata.to_dict().items():
+        if key in ("class_names", "palette", "mean", "std", "input_size", "dataset"):
+            proto.metadata_props.add(key=key, value=json.dumps(entry))
+
+
+def _write(proto, path: str | Path) -> Path:
+    import onnx
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda stream: stream.write(proto.SerializeToString()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -84,6 +85,57 @@ def distributed_model(model: nn.Module, device: torch.device) -> nn.Module:
     """DDP as the training loop uses it: gradients averaged over ranks during backward."""
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+@functools.cache
+def cpu_bf16_channels_last_gradients_are_right() -> bool:
+    """Whether this PyTorch and CPU compute the weight gradient of a dilated depth-wise conv
+    right under bfloat16 autocast with channels_last.
+
+    torch 2.13's CPU kernel gets it wrong for FBSNet's (3, 1) depth-wise convs with dilation
+    >= 2 (relative error ~1 at dilation 2-9; garbage, NaN or a crash at 17, measured on an AMD
+    EPYC with avx512_bf16): a bf16 + channels_last run trained on wrong gradients. Checked on a
+    tiny conv against fp32, so a fixed PyTorch is used again without a change here.
+    """
+    # FBSNet's sizes: 32 channels at 1/8 of a 360x480 crop (smaller maps take another kernel,
+    # which is right).
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(32, 1, 3, 1, generator=generator)
+    frames = torch.randn(2, 32, 45, 60, generator=generator).bfloat16().float()
+    reference = depthwise_weight_gradient(weight, frames, (2, 1), bf16=False, channels_last=False)
+    tested = depthwise_weight_gradient(weight, frames, (2, 1), bf16=True, channels_last=True)
+    return bool((tested - reference).abs().max() <= 0.05 * reference.abs().max())
+
+
+def depthwise_weight_gradient(weight: torch.Tensor, frames: torch.Tensor,
+                              dilation: tuple[int, int], *, bf16: bool,
+                              channels_last: bool) -> torch.Tensor:
+    """The weight gradient of sum(out^2) for a depth-wise conv (FBSNet's padding) on the CPU."""
+    channels, _, kernel_h, kernel_w = weight.shape
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    conv = nn.Conv2d(channels, channels, (kernel_h, kernel_w), dilation=dilation, groups=channels,
+                     padding=(dilation[0] * (kernel_h // 2), dilation[1] * (kernel_w // 2)),
+                     bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    conv = conv.to(memory_format=layout)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = conv(frames.contiguous(memory_format=layout))
+    out.float().pow(2).sum().backward()
+    return conv.weight.grad
+
+
+def check_runs_here(config: TrainConfig, device: torch.device) -> None:
+    """Refuse a recipe this device would train wrongly or cannot run (ValueError: one line)."""
+    if config.cuda_graph and (device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise ValueError("training config 'cuda_graph' needs one process on a CUDA device")
+    if (device.type == "cpu" and config.channels_last
+            and autocast_dtype(config, device) == torch.bfloat16
+            and not cpu_bf16_channels_last_gradients_are_right()):
+        raise ValueError(
+            "training config 'channels_last': this PyTorch computes wrong gradients for dilated "
+            "depth-wise convolutions under bfloat16 autocast with channels_last on this CPU; "
+            "set channels_last: false (bf16 alone is right) or amp: false")
 
 
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -183,8 +235,7 @@ class Trainer:
         if self.distributed:
             self._init_distributed()
         self.rank = torch.distributed.get_rank() if self.distributed else 0
-        if config.cuda_graph and (self.device.type != "cuda" or self.distributed):
-            raise ValueError("training config 'cuda_graph' needs one process on a CUDA device")
+        check_runs_here(config, self.device)
         self.out_dir = Path(config.out_dir)
         if self.rank == 0:
             remove_stale_temporaries(self.out_dir)

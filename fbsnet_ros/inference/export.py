@@ -37,8 +37,8 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | No
     N, H and W are dynamic (H and W any multiple of 8). The checkpoint's metadata (class names,
     palette, mean, std, input size) goes into the file's metadata_props as JSON, so a runtime
     without fbsnet_ros can still pre-process frames the same way. The graph has no channel
-    shuffles: they are folded into the weights (same logits to float rounding; faster on every
-    runtime); `fold_shuffles=False` keeps them, as exported before (benchmark baselines).
+    shuffles: they are folded into the weights (same logits to float rounding; faster in
+    OpenVINO); `fold_shuffles=False` keeps them, as exported before (benchmark baselines).
     """
     model = (without_channel_shuffles(model) if fold_shuffles
              else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)

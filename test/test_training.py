@@ -337,11 +337,16 @@ def test_config_overrides_parse_like_yaml():
 
 
 @pytest.mark.parametrize("recipe", ["camvid.yaml", "cityscapes.yaml", "camvid_cpu.yaml",
-                                    "camvid_cpu_finetune.yaml", "camvid_gpu.yaml",
+                                    "camvid_cpu_finetune.yaml", "camvid_cpu_campaign.yaml",
+                                    "camvid_gpu.yaml",
                                     "camvid_gpu_finetune.yaml"])
 def test_shipped_recipes_load(recipe):
+    from fbsnet_ros.training.loop import check_runs_here
+
     config = load_train_config(REPO_ROOT / "config" / "train" / recipe)
     assert config.out_dir.startswith("runs/")
+    if config.device == "cpu":  # the CPU recipes run on any CPU (no refused precision)
+        check_runs_here(config, torch.device("cpu"))
 
 
 def test_train_command_reports_a_bad_key_in_one_line(capsys):

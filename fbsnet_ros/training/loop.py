@@ -94,8 +94,8 @@ def cpu_bf16_channels_last_gradients_are_right() -> bool:
 
     torch 2.13's CPU kernel gets it wrong for FBSNet's (3, 1) depth-wise convs with dilation
     >= 2 (relative error ~1 at dilation 2-9; garbage, NaN or a crash at 17, measured on an AMD
-    EPYC with avx512_bf16): a bf16 + channels_last run trained on wrong gradients. Checked on a
-    tiny conv against fp32, so a fixed PyTorch is used again without a change here.
+    EPYC with avx512_bf16): a bf16 + channels_last run trained on wrong gradients. Checked on one
+    small conv against fp32 (~15 ms), so a fixed PyTorch is used again without a change here.
     """
     # FBSNet's sizes: 32 channels at 1/8 of a 360x480 crop (smaller maps take another kernel,
     # which is right).

@@ -54,7 +54,7 @@ def count_batch_norms(model: nn.Module) -> int:
 #
 # Every BRU ends with a channel shuffle: a fixed permutation that moves the whole tensor through
 # memory, and in OpenVINO forces layout changes around it (the bf16 network at 360x480 took
-# 1.09x as long with them on a quiet 2-core CPU, about 2x under load). A permutation of
+# 1.09x as long with them on a quiet 2-core CPU: README, "Speed"). A permutation of
 # channels commutes with every per-channel operation (batch norm, PReLU, sums, pooling) and
 # folds into the weights of the convolutions that read or write the tensor, so the rewritten
 # network keeps each tensor in a permuted channel order instead of moving it. `order` below is

@@ -27,9 +27,10 @@ from fbsnet_ros.inference.backends import (
 )
 from fbsnet_ros.inference.frames import FrameTransform
 from fbsnet_ros.inference.fusion import (
+    PixelShuffleClassifier,
     count_batch_norms,
     fold_batch_norm,
-    without_channel_shuffles,
+    inference_network,
 )
 
 CPU = torch.device("cpu")
@@ -193,8 +194,9 @@ def test_batch_norm_folding_keeps_logits(checkpoints, val_frames, weights):
 
 
 @pytest.mark.parametrize("weights", [*WEIGHTS, "paper-table1"])
-def test_channel_shuffles_folded_into_the_weights_keep_logits(checkpoints, val_frames, weights,
-                                                               monkeypatch):
+def test_inference_rewrites_keep_logits(checkpoints, val_frames, weights, monkeypatch):
+    """fusion.inference_network: channel shuffles folded into the weights, the classifier as
+    a 1x1 conv and a pixel shuffle; the original's state is untouched."""
     import fbsnet_ros.model.blocks as blocks
     from fbsnet_ros.model import build_fbsnet
 
@@ -209,9 +211,12 @@ def test_channel_shuffles_folded_into_the_weights_keep_logits(checkpoints, val_f
             prelu.weight.data.uniform_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
     model.eval()
     state_before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    rewritten = without_channel_shuffles(model)
+    rewritten = inference_network(model)
     for name, tensor in model.state_dict().items():  # the original keeps its layout and values
         assert torch.equal(tensor, state_before[name]), name
+    assert isinstance(rewritten.classifier, PixelShuffleClassifier)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) and m.stride == m.kernel_size
+                   for m in rewritten.modules())
     transform = FrameTransform((360, 480), metadata.mean, metadata.std)
     batch = torch.cat([transform.to_input(frame) for frame in val_frames[:2]])
     with torch.inference_mode():
@@ -221,6 +226,54 @@ def test_channel_shuffles_folded_into_the_weights_keep_logits(checkpoints, val_f
         actual = rewritten(batch)
     assert not shuffles
     torch.testing.assert_close(actual, expected, atol=LOGIT_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_pixel_shuffle_classifier_is_the_transposed_conv(scale):
+    generator = torch.Generator().manual_seed(scale)
+    deconv = torch.nn.ConvTranspose2d(6, 5, scale, stride=scale)
+    with torch.no_grad():
+        deconv.weight.normal_(generator=generator)
+        deconv.bias.normal_(generator=generator)
+    x = torch.randn(2, 6, 7, 9, generator=generator)
+    with torch.inference_mode():
+        torch.testing.assert_close(PixelShuffleClassifier(deconv)(x), deconv(x),
+                                   atol=1e-5, rtol=0)
+    for overlapping in (torch.nn.ConvTranspose2d(6, 5, 3, stride=2, padding=1),
+                        torch.nn.ConvTranspose2d(6, 5, 2, stride=1)):
+        with pytest.raises(ValueError, match="kernel equals its stride"):
+            PixelShuffleClassifier(overlapping)
+
+
+@pytest.mark.skipif("openvino" not in {spec.split(":")[0] for spec in CPU_BACKENDS},
+                    reason="OpenVINO is not installed (requirements name it: see the test above)")
+def test_openvino_bf16_runs_the_network_in_bf16(random_checkpoint):
+    """Under a bf16 hint OpenVINO keeps in f32 what it reaches searching back from the outputs
+    to a convolution; with the classifier as a convolution that is only the pixel shuffle, not
+    the residual paths through the whole network (fusion.PixelShuffleClassifier)."""
+    import openvino
+
+    from fbsnet_ros.inference.backends.openvino_backend import (
+        openvino_capabilities,
+        read_network,
+    )
+
+    if "BF16" not in openvino_capabilities():
+        pytest.skip("this CPU has no bf16 arithmetic: OpenVINO runs its bf16 hint in f32")
+    core = openvino.Core()
+    model, metadata = load_model(random_checkpoint)
+    network = read_network(core, model, metadata, "fp32")
+    network.reshape({network.input(0).get_any_name(): [1, 3, 96, 128]})
+    compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    computing = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = str(info["layerType"].value)
+        if kind not in {"Input", "Output", "Const", "Reorder", "Reshape"}:
+            computing[op.get_friendly_name()] = (kind, str(info["runtimePrecision"].value))
+    in_f32 = {name: kind for name, (kind, precision) in computing.items() if precision == "f32"}
+    assert len(computing) > 500  # the whole network, not a stub
+    assert sorted(in_f32.values()) == ["DepthToSpace"], in_f32
 
 
 def test_onnx_export_has_dynamic_batch_height_and_width(random_checkpoint, val_frames,

@@ -15,7 +15,7 @@ from torch import nn
 
 from fbsnet_ros.checkpoint import ModelMetadata, atomic_write
 from fbsnet_ros.inference.artefacts import cache_dir, entry_name, runtime_versions
-from fbsnet_ros.inference.fusion import without_channel_shuffles
+from fbsnet_ros.inference.fusion import inference_network
 from fbsnet_ros.model import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
@@ -25,22 +25,24 @@ OUTPUT_NAME = "logits"
 # Bumped when the exported graph changes for the same weights, so stale cache entries are not used.
 # 2: the batch dimension is dynamic too (several cameras in one run).
 # 3: the channel shuffles are folded into the weights (fusion.without_channel_shuffles).
-EXPORT_FORMAT = 3
+# 4: the classifier is a 1x1 conv and a pixel shuffle (fusion.PixelShuffleClassifier).
+EXPORT_FORMAT = 4
 # Tracing size: any multiple of the output stride works, small keeps the export quick.
 TRACE_SIZE = (96, 128)
 
 
 def export_onnx(model: nn.Module, path: str | Path, metadata: ModelMetadata | None = None, *,
-                fold_shuffles: bool = True) -> Path:
+                rewritten: bool = True) -> Path:
     """Write `model` as ONNX: input 'image' Nx3xHxW float32 normalised, output 'logits' NxKxHxW.
 
     N, H and W are dynamic (H and W any multiple of 8). The checkpoint's metadata (class names,
     palette, mean, std, input size) goes into the file's metadata_props as JSON, so a runtime
-    without fbsnet_ros can still pre-process frames the same way. The graph has no channel
-    shuffles: they are folded into the weights (same logits to float rounding; faster in
-    OpenVINO); `fold_shuffles=False` keeps them, as exported before (benchmark baselines).
+    without fbsnet_ros can still pre-process frames the same way. The graph is
+    fusion.inference_network's (no channel shuffles, the classifier as a 1x1 conv and a pixel
+    shuffle: same logits to float rounding, faster in OpenVINO); `rewritten=False` exports the
+    checkpoint's network as it is, as before (benchmark baselines).
     """
-    model = (without_channel_shuffles(model) if fold_shuffles
+    model = (inference_network(model) if rewritten
              else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)
     height_blocks = torch.export.Dim("height_blocks", min=1, max=1024)
     width_blocks = torch.export.Dim("width_blocks", min=1, max=1024)
@@ -108,7 +110,7 @@ def _quiet_exporter():
 
 
 def cached_onnx(model: nn.Module, metadata: ModelMetadata | None = None, *,
-                fold_shuffles: bool = True) -> Path:
+                rewritten: bool = True) -> Path:
     """The ONNX file for these weights, exported on first use (tens of seconds) and then reused.
 
     Keyed by the weights and the exporter's versions (the graph has dynamic sizes, and every
@@ -116,7 +118,7 @@ def cached_onnx(model: nn.Module, metadata: ModelMetadata | None = None, *,
     """
     import onnx
 
-    name = entry_name(model, f"onnx-{EXPORT_FORMAT}" + ("" if fold_shuffles else "-shuffles"),
+    name = entry_name(model, f"onnx-{EXPORT_FORMAT}" + ("" if rewritten else "-shuffles"),
                       runtime_versions("onnx", "onnxscript"))
     path = cache_dir() / "onnx" / f"{name}.onnx"
     if path.is_file():
@@ -129,4 +131,4 @@ def cached_onnx(model: nn.Module, metadata: ModelMetadata | None = None, *,
             log.debug("using cached ONNX export %s", path)
             return path
     log.info("exporting the model to ONNX (once for these weights) -> %s", path)
-    return export_onnx(model, path, metadata, fold_shuffles=fold_shuffles)
+    return export_onnx(model, path, metadata, rewritten=rewritten)

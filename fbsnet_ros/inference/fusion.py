@@ -7,6 +7,7 @@ import itertools
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fbsnet_ros.model import FBSNet
@@ -120,6 +121,53 @@ def without_channel_shuffles(model: FBSNet) -> FBSNet:
             _permute(conv, "bias", order)
         _permute(net.classifier, "weight", order)  # ConvTranspose2d: inputs on dim 0
     return net
+
+
+def inference_network(model: FBSNet) -> FBSNet:
+    """A copy of `model` (eval mode) for export and inference: no channel shuffles, and the
+    classifier as a 1x1 conv and a pixel shuffle. Same logits to float rounding."""
+    net = without_channel_shuffles(model)
+    net.classifier = PixelShuffleClassifier(net.classifier)
+    return net
+
+
+# --- The classifier as a 1x1 conv and a pixel shuffle ----------------------------------------
+#
+# OpenVINO's CPU plugin keeps the "tail" of a bf16 graph in f32 for accuracy: every node it
+# reaches searching back from the outputs until a convolution (a transposed convolution does
+# not stop the search). From FBSNet's classifier, a 2x2 stride-2 transposed conv, that search
+# ran through the upsampling blocks (transposed convs too) and along every BRU's identity path
+# back to the stem, so the residual sums, attention products, batch norms and PReLUs ran in
+# f32 with conversions around them. Written as a 1x1 conv (one output channel per class and
+# sub-pixel) and a pixel shuffle, the same map ends the search at the classifier: the network
+# runs in bf16 and only the logits' rearrangement (and the decoding after it) in f32.
+
+
+class PixelShuffleClassifier(nn.Module):
+    """A ConvTranspose2d whose kernel equals its stride (no overlap), as conv 1x1 + pixel
+    shuffle: out[o, r*i + a, r*j + b] = sum_c x[c, i, j] * weight[c, o, a, b] + bias[o]."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        in_channels, out_channels, kernel_h, kernel_w = deconv.weight.shape
+        if ((kernel_h, kernel_w) != deconv.stride or kernel_h != kernel_w or deconv.padding
+                != (0, 0) or deconv.output_padding != (0, 0) or deconv.groups != 1
+                or deconv.dilation != (1, 1)):
+            raise ValueError("only a transposed conv whose square kernel equals its stride "
+                             "is a pixel shuffle")
+        self.scale = kernel_h
+        sub_pixels = kernel_h * kernel_w
+        self.conv = nn.Conv2d(in_channels, out_channels * sub_pixels, 1,
+                              bias=deconv.bias is not None).to(deconv.weight)
+        with torch.no_grad():
+            # pixel_shuffle reads channel o * r^2 + a * r + b for class o at sub-pixel (a, b).
+            self.conv.weight.copy_(deconv.weight.permute(1, 2, 3, 0).reshape(
+                out_channels * sub_pixels, in_channels, 1, 1))
+            if deconv.bias is not None:
+                self.conv.bias.copy_(deconv.bias.repeat_interleave(sub_pixels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(x), self.scale)
 
 
 def _identity(channels: int) -> torch.Tensor:

@@ -69,14 +69,14 @@ def int8_refusal(metadata: ModelMetadata) -> str | None:
 
 
 def read_network(core, model: torch.nn.Module, metadata: ModelMetadata, precision: str, *,
-                 fold_shuffles: bool = True):
+                 rewritten: bool = True):
     """The network as an openvino.Model (input 1x3xHxW normalised float, output logits);
-    `fold_shuffles=False`: as exported before the channel shuffles were folded (not INT8, whose
-    model is the one in the weights)."""
+    `rewritten=False`: the checkpoint's network as it is, without fusion.inference_network's
+    rewrites, as exported before (not INT8, whose model is the one in the weights)."""
     if precision != "int8":
         from fbsnet_ros.inference.export import cached_onnx
 
-        return core.read_model(str(cached_onnx(model, metadata, fold_shuffles=fold_shuffles)))
+        return core.read_model(str(cached_onnx(model, metadata, rewritten=rewritten)))
     import openvino
 
     if metadata.int8_model is None:
@@ -181,7 +181,7 @@ class OpenVinoBackend(Backend):
         self.version = openvino.get_version().split("-")[0]
         self.core = openvino_core()
         self.network = read_network(self.core, model, metadata, precision,
-                                    fold_shuffles=frame_graph)
+                                    rewritten=frame_graph)
         if precision == "int8" and metadata.int8.get("gate") and int8_refusal(metadata):
             log.warning("openvino:int8 chosen explicitly although %s", int8_refusal(metadata))
         # Set explicitly: on CPUs with bf16 OpenVINO would otherwise pick bf16 by itself.

@@ -11,7 +11,7 @@ import torch
 from fbsnet_ros.inference.backends.base import Backend, GraphShape, PerFrameSize
 from fbsnet_ros.inference.backends.cuda_graphs import CudaGraphModel, CudaGraphPipeline
 from fbsnet_ros.inference.frames import Segmentation
-from fbsnet_ros.inference.fusion import fold_batch_norm, without_channel_shuffles
+from fbsnet_ros.inference.fusion import fold_batch_norm, inference_network
 
 
 class TorchBackend(Backend):
@@ -52,7 +52,7 @@ class OptimizedTorchBackend(Backend):
         super().__init__(model, metadata, transform, device, precision, threads)
         self.input_device = device
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        model = fold_batch_norm(without_channel_shuffles(model)).to(device=device, dtype=self.dtype)
+        model = fold_batch_norm(inference_network(model)).to(device=device, dtype=self.dtype)
         self.model = model.to(memory_format=torch.channels_last)
         self.compiled = compile and device.type == "cpu"
         if self.compiled:

@@ -61,13 +61,46 @@ def test_quantize_writes_the_int8_model_and_its_gate(quantized, camvid_root, mon
     gate = metadata.int8["gate"]
     assert gate["frames"] == 2 and gate["split"] == "val"
     assert metadata.int8["calibration"]["frames"] == 4
-    # Where int8 comes first (CPUs without bf16), auto takes it for weights that passed.
+    # auto takes INT8 first, for weights that passed.
+    assert AUTO_PREFERENCE["cpu"][0] == "openvino:int8"
     monkeypatch.setitem(AUTO_PREFERENCE, "cpu", ("openvino:int8", "torch:fp32"))
     segmenter = Segmenter.from_checkpoint(quantized["path"], device="cpu", backend="auto")
     assert segmenter.backend_name == "openvino:int8"
     image, _ = camvid(camvid_root, "val").load(0)
     labels = segmenter.predict(image)
     assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
+
+
+def test_int8_quantizes_only_the_dense_convolutions(quantized):
+    import openvino
+
+    _, metadata = load_model(quantized["path"])
+    assert metadata.int8["calibration"]["operations"] == ["Convolution"]
+    ir = metadata.int8_model
+    network = openvino.Core().read_model(model=bytes(ir["xml"]), weights=openvino.Tensor(
+        np.frombuffer(bytes(ir["bin"]), np.uint8).copy()))
+    quantizers = [op for op in network.get_ops() if op.get_type_name() == "FakeQuantize"]
+    readers = {target.get_node().get_type_name()
+               for quantizer in quantizers for target in quantizer.output(0).get_target_inputs()}
+    assert len(quantizers) > 20 and readers == {"Convolution"}
+
+
+def test_int8_runs_its_rest_in_the_precision_its_gate_measured(quantized, tmp_path):
+    from fbsnet_ros.inference.backends.openvino_backend import openvino_capabilities
+
+    model, metadata = load_model(quantized["path"])
+    here = "bf16" if "BF16" in openvino_capabilities() else "fp32"
+    assert metadata.int8["rest_precision"] == here  # what the gate ran here
+    segmenter = Segmenter.from_checkpoint(quantized["path"], device="cpu",
+                                          backend="openvino:int8")
+    assert segmenter.backend.rest_precision == here
+    assert f"unquantized rest in {here}" in segmenter.backend.describe()
+    # A model whose gate records no rest precision (made before it was recorded) ran it in f32.
+    del metadata.int8["rest_precision"]
+    older = tmp_path / "older_int8.pt"
+    save_inference_checkpoint(model, metadata, older)
+    segmenter = Segmenter.from_checkpoint(older, device="cpu", backend="openvino:int8")
+    assert segmenter.backend.rest_precision == "fp32"
 
 
 def test_auto_passes_over_int8_whose_gate_failed(quantized, tmp_path, caplog, monkeypatch):

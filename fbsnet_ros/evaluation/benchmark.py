@@ -296,8 +296,9 @@ def _speedups_over_host(result: SizeResult) -> list[str]:
 REPORT_FOOTNOTE = (
     "e2e: Segmenter.predict, uint8 RGB frame to uint8 labels at frame size (resize, "
     "normalise, network, upsample, argmax; OpenVINO: all but the resize in its compiled graph, "
-    f"'{HOST_SUFFIX}': on the host as the other backends, and the network with its channel "
-    "shuffles, as before issue 15). model: the network alone on a ready "
+    f"'{HOST_SUFFIX}': on the host as the other backends, and (but INT8, whose model is the "
+    "weights') the network as trained, with its channel shuffles and transposed-conv "
+    "classifier, as before issue 15). model: the network alone on a ready "
     "input. x eager: median of eager fp32 (torch:fp32) / median, same run.")
 
 

@@ -10,6 +10,7 @@ between runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import ClassVar
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 QUANTIZE_COMMAND = "fbsnet-ros quantize --weights WEIGHTS --output WEIGHTS_INT8"
 
 
+@functools.cache
 def openvino_capabilities() -> tuple[str, ...]:
     import openvino
 
@@ -54,6 +56,13 @@ def openvino_core():
     folder.mkdir(parents=True, exist_ok=True)
     core.set_property({"CACHE_DIR": str(folder)})
     return core
+
+
+def int8_rest_precision(metadata: ModelMetadata) -> str:
+    """The precision of what the INT8 model leaves unquantized: the one its gate measured
+    (models made before the gate recorded it: fp32), and fp32 on a CPU without bf16."""
+    measured = metadata.int8.get("rest_precision", "fp32")
+    return "bf16" if measured == "bf16" and "BF16" in openvino_capabilities() else "fp32"
 
 
 def int8_refusal(metadata: ModelMetadata) -> str | None:
@@ -153,10 +162,9 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32", "bf16", "int8")}
-    # OpenVINO's inference precision per ours. INT8 runs what NNCF left unquantized in f32, so
-    # its accuracy gate holds on CPUs with and without bf16 alike.
-    INFERENCE_PRECISION: ClassVar[dict[str, str]] = {"fp32": "f32", "bf16": "bf16",
-                                                     "int8": "f32"}
+    # OpenVINO's inference precision per ours. INT8's is what its accuracy gate measured for
+    # the unquantized rest (int8_rest_precision).
+    INFERENCE_PRECISION: ClassVar[dict[str, str]] = {"fp32": "f32", "bf16": "bf16"}
 
     @classmethod
     def check(cls, device, precision) -> None:
@@ -185,7 +193,9 @@ class OpenVinoBackend(Backend):
         if precision == "int8" and metadata.int8.get("gate") and int8_refusal(metadata):
             log.warning("openvino:int8 chosen explicitly although %s", int8_refusal(metadata))
         # Set explicitly: on CPUs with bf16 OpenVINO would otherwise pick bf16 by itself.
-        self.config = {"INFERENCE_PRECISION_HINT": self.INFERENCE_PRECISION[precision],
+        self.rest_precision = (int8_rest_precision(metadata) if precision == "int8"
+                               else precision)
+        self.config = {"INFERENCE_PRECISION_HINT": self.INFERENCE_PRECISION[self.rest_precision],
                        "PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             self.config["INFERENCE_NUM_THREADS"] = threads
@@ -203,6 +213,8 @@ class OpenVinoBackend(Backend):
     def describe(self) -> str:
         where = ("pre/post in the graph" if self.frame_graph
                  else "pre/post on the host, channel shuffles run")
+        if self.precision == "int8":
+            where += f", the unquantized rest in {self.rest_precision}"
         return f"{self.spec} on {self.device} (OpenVINO {self.version}, {where})"
 
     def segment(self, image: np.ndarray, confidence: bool = False) -> Segmentation:

@@ -6,8 +6,9 @@
 Options timed: fp32 (the reference), fp32 + channels_last, bf16 autocast, bf16 autocast +
 channels_last; on CUDA also fp16 autocast (with the gradient scaler training uses) with and
 without channels_last, and fp32 and bf16 with channels_last whose forward and backward replay
-CUDA graphs (recipe key cuda_graph); with --compile the channels_last options through
-torch.compile (minutes of compiling first, not counted). `--options` names the options to
+CUDA graphs (recipe key cuda_graph); with --compile also through torch.compile (CPU: bf16 with
+and without channels_last; CUDA: fp32 and bf16 with channels_last; minutes of compiling first,
+not counted). `--options` names the options to
 time instead.
 Rounds interleave the options so that a machine whose speed drifts affects all alike; each
 figure is the median step over every round. On CUDA each step is timed between
@@ -38,6 +39,7 @@ from fbsnet_ros.model import FBSNet
 from fbsnet_ros.training.device_data import BatchAugment, Photometric
 from fbsnet_ros.training.loop import (
     adam,
+    compiled_for_training,
     cpu_bf16_channels_last_gradients_are_right,
     graph_training_model,
 )
@@ -49,6 +51,7 @@ OPTIONS = {  # name: (autocast dtype or None, channels_last, "", "compile" or "g
     "bf16+channels_last": (torch.bfloat16, True, ""),
     "fp16": (torch.float16, False, ""),
     "fp16+channels_last": (torch.float16, True, ""),
+    "bf16+compile": (torch.bfloat16, False, "compile"),
     "fp32+channels_last+compile": (None, True, "compile"),
     "bf16+channels_last+compile": (torch.bfloat16, True, "compile"),
     "fp16+channels_last+compile": (torch.float16, True, "compile"),
@@ -64,7 +67,7 @@ DEFAULT_OPTIONS = {
              "fp16+channels_last", "fp32+channels_last+graph", "bf16+channels_last+graph"),
 }
 COMPILE_OPTIONS = {
-    "cpu": ("bf16+channels_last+compile",),
+    "cpu": ("bf16+compile", "bf16+channels_last+compile"),
     "cuda": ("fp32+channels_last+compile", "bf16+channels_last+compile"),
 }
 NUM_CLASSES = 11  # CamVid
@@ -80,7 +83,8 @@ class StepRunner:
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = FBSNet(num_classes=NUM_CLASSES).to(device, memory_format=self.format)
         self.model.train()
-        self.forward = torch.compile(self.model) if speedup == "compile" else self.model
+        self.forward = (compiled_for_training(self.model, device, dtype)
+                        if speedup == "compile" else self.model)
         self.optimizer = adam(self.model.parameters(), device, lr=1e-3)
         # As the training loop: float16 needs loss scaling, bfloat16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

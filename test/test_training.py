@@ -403,6 +403,35 @@ def test_cpu_training_precisions_compute_the_depthwise_gradients(amp, channels_l
                 assert error < (0.02 if amp else 1e-4), (stage.channels, dilation, kernel, error)
 
 
+def test_a_compiled_bf16_step_computes_the_depthwise_gradients(monkeypatch):
+    """torch.compile moves convolutions to channels_last by itself (inductor's layout
+    optimisation), which gave the wrong bf16 kernel back; compiled_for_training keeps the
+    compiled step right. One small dilated conv: seconds of compiling, not FBSNet's minutes."""
+    import torch._inductor.config as inductor_config
+
+    from fbsnet_ros.training.loop import compiled_for_training
+
+    monkeypatch.setattr(inductor_config, "layout_optimization",
+                        inductor_config.layout_optimization)  # restored after the test
+    generator = torch.Generator().manual_seed(0)
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(32, 32, 3, padding=1, bias=False),
+        torch.nn.Conv2d(32, 32, (3, 1), padding=(2, 0), dilation=(2, 1), groups=32, bias=False))
+    frames = torch.randn(2, 32, 45, 60, generator=generator)
+
+    def depthwise_gradient(forward, bf16: bool) -> torch.Tensor:
+        conv.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = forward(frames)
+        out.float().pow(2).sum().backward()
+        return conv[1].weight.grad.clone()
+
+    reference = depthwise_gradient(conv, bf16=False)
+    compiled = compiled_for_training(conv, torch.device("cpu"), torch.bfloat16)
+    tested = depthwise_gradient(compiled, bf16=True)
+    assert float((tested - reference).norm() / reference.norm()) < 0.02
+
+
 # --- losses and schedule -------------------------------------------------------------------
 
 def _logits_for(probabilities: list[float]) -> torch.Tensor:

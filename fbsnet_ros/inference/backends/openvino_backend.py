@@ -211,8 +211,8 @@ class OpenVinoBackend(Backend):
         self._network_request = None
 
     def describe(self) -> str:
-        where = ("pre/post in the graph" if self.frame_graph
-                 else "pre/post on the host, channel shuffles run")
+        where = ("pre/post in the graph" if self.frame_graph else "pre/post on the host"
+                 + ("" if self.precision == "int8" else ", the network as trained"))
         if self.precision == "int8":
             where += f", the unquantized rest in {self.rest_precision}"
         return f"{self.spec} on {self.device} (OpenVINO {self.version}, {where})"

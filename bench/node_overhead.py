@@ -5,7 +5,7 @@
    node started but idle (no input): frames per second and median latency.
 2. Throughput: the node (its console script, a separate process) is flooded with camera frames
    at --flood-hz (default 50 Hz, more than it can serve on a CPU); labels per second arriving on
-   /fbsnet/labels, and their ratio to the engine's rate (issue 5 target: >= 0.9).
+   /fbsnet/labels, and their ratio to the engine's rate (target: >= 0.95, issue 15; 0.9 before).
 3. Latency: frames at half the engine's rate; time from publish (the header stamp) to the
    arrival of the labels carrying that stamp, p50 / p99, and p99 over the engine's median
    latency (target: <= 1.5). Whether frames queue up shows in the first and last thirds.
@@ -246,8 +246,11 @@ class Probe:
 
 
 def start_node(args, log_path: Path) -> subprocess.Popen:
+    # Unbounded rate: the comparison is of the node's cost against the engine's loop, not of
+    # the shipped rate bound (max_rate_hz 15, below what the engine serves here).
     command = [node_executable(), "--ros-args", "--params-file", str(PARAMS_FILE),
-               "-p", f"device:={args.device}", "-p", f"backend:={args.backend}"]
+               "-p", f"device:={args.device}", "-p", f"backend:={args.backend}",
+               "-p", "max_rate_hz:=0.0"]
     if args.weights:  # rcl cannot parse an empty `-p weights:=`; the YAML's "" stands
         command += ["-p", f"weights:={args.weights}"]
     log.info("starting %s", " ".join(command))
@@ -423,7 +426,7 @@ def format_result(result: dict, args) -> str:
          f"{engine['median_ms']:.1f} ms, p99 {engine['p99_ms']:.1f} ms"),
         (f"node flooded at {flooded['published_hz']:.1f} Hz: "
          f"{flooded['labels_per_s']:.2f} labels/s -> node/engine throughput "
-         f"{result['throughput_ratio']:.3f} (target >= 0.9)"),
+         f"{result['throughput_ratio']:.3f} (target >= 0.95)"),
         f"  flooded frames: {format_accounting(flooded['accounting'])}",
         (f"node fed at {paced['rate_hz']:.2f} Hz (half the engine rate): {paced['answered']}/"
          f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "

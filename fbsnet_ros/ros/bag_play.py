@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -130,6 +131,19 @@ class BagPlayer(Node):
             counts[connection.topic] += 1
         return counts
 
+    def wait_delivered(self, timeout_s: float) -> bool:
+        """Until every matched subscriber has acknowledged what was played (reliable QoS). A
+        player that exits first takes its last messages with it: a subscriber that has not yet
+        matched this publisher drops them and asks again, and nobody is left to answer."""
+        deadline = time.monotonic() + timeout_s
+        delivered = all(publisher.wait_for_all_acked(
+            Duration(nanoseconds=max(0, round((deadline - time.monotonic()) * 1e9))))
+            for publisher in self.playback_publishers.values())
+        if not delivered:
+            log.warning("played messages not acknowledged by every subscriber after %.1f s",
+                        timeout_s)
+        return delivered
+
     def linger(self, seconds: float) -> None:
         """Keep the clock going while the answers to the last frames come in."""
         deadline = time.monotonic() + seconds
@@ -145,8 +159,10 @@ def play_bag(bag: str | Path, *, rate: float = 1.0, topics: Sequence[str] | None
     """Replay `bag` (all its topics, or `topics`); returns counts of what went out and came in.
 
     Playing starts once something subscribes to a played topic and, when recording, every
-    recorded topic has a publisher, or after `wait_s` seconds. Recording goes on `linger_s`
-    seconds after the last message so the answers to the last frames are caught.
+    recorded topic has a publisher, or after `wait_s` seconds. After the last message the
+    player waits (at most `wait_s`) until every subscriber has acknowledged what was played.
+    Recording goes on `linger_s` seconds after that so the answers to the last frames are
+    caught.
     """
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
@@ -168,6 +184,7 @@ def play_bag(bag: str | Path, *, rate: float = 1.0, topics: Sequence[str] | None
             if record is None:
                 _wait_for(player.has_subscribers, wait_s, "subscriber to the played topics")
                 published, recorded = player.play(messages, rate), {}
+                player.wait_delivered(wait_s)
             else:
                 with BagWriter(record, record_storage or storage_of(bag)) as writer:
                     try:
@@ -180,6 +197,7 @@ def play_bag(bag: str | Path, *, rate: float = 1.0, topics: Sequence[str] | None
                                   deadline - time.monotonic(),
                                   "subscriber to the played topics and recorder match")
                         published = player.play(messages, rate)
+                        player.wait_delivered(wait_s)
                         player.linger(linger_s)
                     finally:
                         executor.shutdown()  # no callback may write once the bag is closed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 import os
 import signal
+import threading
 import time
 
 import cv2
@@ -48,6 +49,7 @@ from fbsnet_ros.ros.node_core import (
     STATISTICS_WINDOW_S,
     FrameStatistics,
     ReceivedFrame,
+    SegmentationCore,
 )
 
 NUM_CLASSES = 11  # CamVid, as in the random checkpoint
@@ -432,6 +434,62 @@ def test_statistics_levels_follow_input_and_failures():
     statistics.record_received(later, replaced_waiting_frame=False)
     statistics.record_processed(ReceivedFrame(Image(), later), now=later + 0.1)
     assert status(later + 0.2).level == DiagnosticStatus.OK  # the errors have aged out
+
+
+def test_the_next_frame_is_segmented_while_a_result_is_published(random_checkpoint):
+    """The core's two threads: publishing a result overlaps the next inference, results come
+    out in order, and a publisher that fails skips that frame only."""
+    release_first, published, failures = threading.Event(), [], []
+
+    def publish(camera: int, result) -> None:
+        frame_id = result.message.header.frame_id
+        if frame_id == "first":
+            assert release_first.wait(ANSWER_TIMEOUT_S)  # holds the publishing thread
+        if frame_id == "broken":
+            raise RuntimeError("publisher went away")
+        assert result.labels.shape == (120, 160)
+        published.append(frame_id)
+
+    core = SegmentationCore(input_transport="raw", max_pixels=10**6, publish=publish,
+                            on_rejected=lambda camera, reason: None,
+                            on_failed=lambda reason, details: failures.append(reason),
+                            shutting_down=lambda: False)
+    core.load({"weights": str(random_checkpoint), "device": "cpu", "input_size": [],
+               "upsample": "bilinear", "backend": "torch", "inference_threads": 0})
+    segmented = []
+    segment_batch = core.segmenter.segment_batch
+
+    def counting_segment_batch(images, **options):
+        results = segment_batch(images, **options)
+        segmented.append(len(images))
+        return results
+
+    core.segmenter.segment_batch = counting_segment_batch
+    core.start()
+    try:
+        core.intake(camera_image(120, 160, "rgb8", frame_id="first"))
+        wait_until(lambda: len(segmented) == 1, ANSWER_TIMEOUT_S, "the first frame")
+        core.intake(camera_image(120, 160, "rgb8", frame_id="second"))
+        # Segmented while the first result is still being published.
+        wait_until(lambda: len(segmented) == 2, ANSWER_TIMEOUT_S, "the second frame")
+        assert published == []
+        core.intake(camera_image(120, 160, "rgb8", frame_id="third"))
+        time.sleep(0.5)
+        # One result waits for the publishing thread: the worker holds the third frame back.
+        assert len(segmented) == 2
+        release_first.set()
+        wait_until(lambda: published == ["first", "second", "third"], ANSWER_TIMEOUT_S,
+                   "three results in order")
+        core.intake(camera_image(120, 160, "rgb8", frame_id="broken"))
+        wait_until(lambda: len(segmented) == 4, ANSWER_TIMEOUT_S, "the broken frame")
+        core.intake(camera_image(120, 160, "rgb8", frame_id="after"))
+        wait_until(lambda: published[-1] == "after", ANSWER_TIMEOUT_S, "the frame after")
+    finally:
+        core.release()
+    statistics = core.statistics[0]
+    assert (statistics.processed, statistics.failed) == (4, 1)
+    assert failures == ["RuntimeError('publisher went away')"]
+    assert not core.serving
 
 
 def _raw_image(height: int, width: int, encoding: str, step: int, size: int) -> Image:

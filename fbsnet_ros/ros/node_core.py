@@ -1,8 +1,9 @@
 """The segmentation node's ROS-free core, shared by the plain and the managed (lifecycle) node.
 
-Frame intake into a mailbox with one slot per camera, a worker thread that converts, segments
-and hands the results to the ROS side, the model's life (load, release), and the statistics
-and health rules behind ``/diagnostics`` (one set per camera). Nothing here imports rclpy:
+Frame intake into a mailbox with one slot per camera, a worker thread that converts and
+segments, a publishing thread that hands the results to the ROS side meanwhile, the model's
+life (load, release), and the statistics and health rules behind ``/diagnostics`` (one set per
+camera). Nothing here imports rclpy:
 messages arrive as plain objects with the sensor_msgs fields, and what to publish is the
 caller's business.
 
@@ -11,6 +12,12 @@ message into its camera's slot and the worker takes every waiting frame at once,
 model skips frames instead of building a backlog, latency stays bounded whatever the camera
 rate, and no camera starves another. The waiting frames of several cameras go through the
 network together where the backend can (one batch, or parallel OpenVINO streams).
+
+Results are published on a thread of their own, in order, while the worker already converts and
+segments the next frames: the per-frame work around the network (label, colour and overlay
+images, their messages, statistics) overlaps the next inference instead of adding to it. The
+worker takes the next frames only once the publishing thread has taken the last result, so a
+slow publisher holds the worker back and the frames segmented are still the latest.
 """
 
 from __future__ import annotations
@@ -45,8 +52,8 @@ STALE_INPUT_S = 2.0
 FAILED_STREAK_FOR_ERROR = 10
 # Timings kept for the latency percentiles and the frame rate.
 RECENT_SAMPLES = 200
-# A frame still in inference when serving stops gets this long before the daemon worker is
-# abandoned.
+# A frame still in inference (or a result still being published) when serving stops gets this
+# long before the daemon thread is abandoned.
 WORKER_JOIN_TIMEOUT_S = 2.0
 # What to do about frames lost between a camera and a best-effort reader.
 LOST_FRAMES_FIX = (
@@ -131,6 +138,39 @@ class LatestFrameMailbox:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
+class ResultHandoff:
+    """The worker's segmented frames passing to the publishing thread, one at a time."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._item = None
+        self._closed = False
+
+    def give(self, item) -> bool:
+        """Hand `item` over and wait until the publishing thread has taken it; False when
+        serving stopped first (the item is dropped)."""
+        with self._condition:
+            self._item = item
+            self._condition.notify_all()
+            self._condition.wait_for(lambda: self._item is None or self._closed)
+            return self._item is None
+
+    def take(self):
+        """Wait for the next item; None once closed."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._item is not None or self._closed)
+            if self._closed:
+                return None
+            item, self._item = self._item, None
+            self._condition.notify_all()
+            return item
 
     def close(self) -> None:
         with self._condition:
@@ -298,10 +338,18 @@ class CameraFrame(NamedTuple):
     overlay_encoding: str
 
 
+class _Results(NamedTuple):
+    """What the worker hands the publishing thread: frames segmented together."""
+
+    decoded: list[CameraFrame]
+    results: list
+
+
 class SegmentationCore:
     """The model, the mailbox and the worker: what both node classes serve frames with.
 
-    `publish(camera, result)` runs on the worker thread for every segmented frame;
+    `publish(camera, result)` runs on the publishing thread for every segmented frame, in the
+    order the frames were segmented;
     `on_rejected(camera, reason)` and `on_failed(reason, details)` are told about unusable
     frames and errors (to log them); `shutting_down()` says whether an error is only the process
     going away; `wants_confidence(camera)` whether anyone would see that camera's confidence
@@ -329,6 +377,8 @@ class SegmentationCore:
         self._wants_confidence = wants_confidence
         self._mailbox: LatestFrameMailbox | None = None
         self._worker: threading.Thread | None = None
+        self._publisher: threading.Thread | None = None
+        self._results: ResultHandoff | None = None
 
     @property
     def loaded(self) -> bool:
@@ -359,9 +409,16 @@ class SegmentationCore:
         if self._worker is not None:
             return
         self._mailbox = LatestFrameMailbox(self.cameras)
-        # A daemon, so a frame stuck in inference can never hold the process open at exit.
-        self._worker = threading.Thread(target=self._serve_frames, args=(self._mailbox,),
+        self._results = ResultHandoff()
+        # Daemons, so a frame stuck in inference or publishing can never hold the process open
+        # at exit.
+        self._worker = threading.Thread(target=self._serve_frames,
+                                        args=(self._mailbox, self._results),
                                         name="fbsnet-worker", daemon=True)
+        self._publisher = threading.Thread(target=self._publish_results,
+                                           args=(self._mailbox, self._results),
+                                           name="fbsnet-publisher", daemon=True)
+        self._publisher.start()
         self._worker.start()
 
     def stop(self) -> None:
@@ -369,8 +426,11 @@ class SegmentationCore:
         if self._worker is None:
             return
         self._mailbox.close()
+        self._results.close()
+        deadline = time.monotonic() + WORKER_JOIN_TIMEOUT_S
         self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
-        self._worker = self._mailbox = None
+        self._publisher.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._worker = self._publisher = self._mailbox = self._results = None
 
     def intake(self, message, camera: int = 0) -> None:
         """A camera message arrived: keep it as that camera's next frame (ignored while not
@@ -382,24 +442,45 @@ class SegmentationCore:
         replaced = mailbox.put(ReceivedFrame(message, now), camera)
         self.statistics[camera].record_received(now, replaced)
 
-    def _serve_frames(self, mailbox: LatestFrameMailbox) -> None:
+    def _serve_frames(self, mailbox: LatestFrameMailbox, results: ResultHandoff) -> None:
         while (waiting := mailbox.take()) is not None:
             started = time.monotonic()
             try:
-                self._segment_and_publish(waiting)
+                segmented = self._segment(waiting)
             except Exception as error:
                 if mailbox.closed or self._shutting_down():
                     return  # serving stopped mid-frame and took the publishers with it
-                for camera, _ in waiting:
-                    self.statistics[camera].record_failed(repr(error), time.monotonic())
-                self._on_failed(repr(error), traceback.format_exc())
+                self._record_failure([camera for camera, _ in waiting], error)
+            else:
+                if segmented is not None and not results.give(segmented):
+                    return
             # At most max_rate_hz runs a second: frames arriving meanwhile replace the waiting
             # ones (counted as dropped), as when the model is busy.
             if self.max_rate_hz > 0:
                 if mailbox.wait_closed(started + 1.0 / self.max_rate_hz - time.monotonic()):
                     return
 
-    def _segment_and_publish(self, waiting: list[tuple[int, ReceivedFrame]]) -> None:
+    def _publish_results(self, mailbox: LatestFrameMailbox, results: ResultHandoff) -> None:
+        while (item := results.take()) is not None:
+            for frame, result in zip(item.decoded, item.results, strict=True):
+                try:
+                    self._publish(frame.camera, SegmentedFrame(
+                        frame.frame.message, frame.image, result.labels, result.confidence,
+                        frame.overlay_encoding))
+                except Exception as error:
+                    if mailbox.closed or self._shutting_down():
+                        return  # serving stopped and took the publishers with it
+                    self._record_failure([frame.camera], error)
+                    continue
+                self.statistics[frame.camera].record_processed(frame.frame, time.monotonic())
+
+    def _record_failure(self, cameras: list[int], error: Exception) -> None:
+        for camera in cameras:
+            self.statistics[camera].record_failed(repr(error), time.monotonic())
+        self._on_failed(repr(error), traceback.format_exc())
+
+    def _segment(self, waiting: list[tuple[int, ReceivedFrame]]) -> _Results | None:
+        """Decode and segment the waiting frames (None when none could be decoded)."""
         decoded = []
         for camera, frame in waiting:
             try:
@@ -408,16 +489,12 @@ class SegmentationCore:
                 self.statistics[camera].record_rejected(str(error), time.monotonic())
                 self._on_rejected(camera, str(error))
         if not decoded:
-            return
+            return None
         confidence = any(self._wants_confidence(item.camera) for item in decoded)
         results = self.segmenter.segment_batch(
             [item.image for item in decoded], confidence=confidence,
             threshold=self.confidence_threshold)
-        for item, result in zip(decoded, results, strict=True):
-            self._publish(item.camera, SegmentedFrame(
-                item.frame.message, item.image, result.labels, result.confidence,
-                item.overlay_encoding))
-            self.statistics[item.camera].record_processed(item.frame, time.monotonic())
+        return _Results(decoded, list(results))
 
     def decode(self, camera: int, frame: ReceivedFrame) -> CameraFrame:
         message = frame.message

@@ -276,6 +276,45 @@ def test_openvino_bf16_runs_the_network_in_bf16(random_checkpoint):
     assert sorted(in_f32.values()) == ["DepthToSpace"], in_f32
 
 
+@pytest.mark.parametrize("upsample, frame_size", [("bilinear", (96, 128)),
+                                                   ("nearest", (150, 200))])
+def test_openvino_maps_are_taken_before_the_pixel_shuffle(checkpoints, val_frames, monkeypatch,
+                                                          upsample, frame_size):
+    """Labels and confidence from the classifier's output grouped by class, then rearranged as
+    uint8 maps: the same maps as argmax after the pixel shuffle, without its float logits."""
+    import cv2
+
+    from fbsnet_ros.inference.backends import openvino_backend
+    from fbsnet_ros.inference.backends.base import GraphShape
+
+    backend = Segmenter.from_checkpoint(checkpoints[DIVERSE], device="cpu", upsample=upsample,
+                                        backend="openvino:fp32").backend
+    shape = GraphShape(*frame_size, confidence=True)
+
+    def compiled(graph):
+        return backend.core.compile_model(graph, "CPU", backend.config)
+
+    rewritten = compiled(openvino_backend.frame_to_labels_graph(backend.network,
+                                                                backend.transform, shape))
+    shuffles = [(str(op.get_rt_info()["outputPrecisions"].value))
+                for op in rewritten.get_runtime_model().get_ordered_ops()
+                if str(op.get_rt_info()["layerType"].value) == "DepthToSpace"]
+    assert shuffles and all("f32" not in precision for precision in shuffles), shuffles
+    monkeypatch.setattr(openvino_backend, "pixel_shuffled_classes", lambda logits: None)
+    plain = compiled(openvino_backend.frame_to_labels_graph(backend.network, backend.transform,
+                                                            shape))
+    height, width = backend.transform.input_size
+    for frame in val_frames[:3]:
+        frame = np.ascontiguousarray(cv2.resize(frame, (width, height)))[np.newaxis]
+        ours, theirs = rewritten.create_infer_request(), plain.create_infer_request()
+        ours.infer({0: frame})
+        theirs.infer({0: frame})
+        for name in ("labels", "confidence"):
+            assert ours.get_tensor(name).data.shape == (1, *frame_size)
+            np.testing.assert_array_equal(ours.get_tensor(name).data,
+                                          theirs.get_tensor(name).data)
+
+
 def test_onnx_export_has_dynamic_batch_height_and_width(random_checkpoint, val_frames,
                                                        tmp_path):
     import onnx

@@ -131,6 +131,12 @@ def frame_to_labels_graph(network, transform: FrameTransform, shape: GraphShape)
             logits, ops.constant(np.array([height, width], np.int64)), "linear_onnx",
             "sizes", coordinate_transformation_mode="pytorch_half_pixel",
             axes=ops.constant(np.array([2, 3], np.int64))).output(0)
+    shuffled = None if resize_logits else pixel_shuffled_classes(logits)
+    if shuffled is not None:
+        # Per pixel maps do not care where a pixel's logits sit: take them from the
+        # classifier's (N, K*b*b, h/b, w/b) output, grouped (N, K, b*b, h/b, w/b), and
+        # rearrange only the uint8 maps. The full-size float logits are never written.
+        logits, block = shuffled
     # TopK with k=1 is OpenVINO's argmax: the index output is the label, the value the maximum.
     top = ops.topk(logits, 1, 1, "max", "none", "i32")
     maps = {"labels": ops.convert(ops.squeeze(top.output(1), [1]), "u8").output(0)}
@@ -141,6 +147,10 @@ def frame_to_labels_graph(network, transform: FrameTransform, shape: GraphShape)
         probability_255 = ops.divide(ops.constant(np.float32(255.0)), total)
         maps["confidence"] = ops.convert(ops.round(probability_255, "half_to_even"),
                                          "u8").output(0)
+    if shuffled is not None:
+        for name, values in maps.items():  # (1, b*b, h/b, w/b) -> (1, h, w)
+            maps[name] = ops.squeeze(ops.depth_to_space(values, "depth_first", block),
+                                     [1]).output(0)
     if not resize_logits and shape.frame_size != transform.input_size:
         rows = nearest_indices(transform.input_size[0], height).numpy()
         cols = nearest_indices(transform.input_size[1], width).numpy()
@@ -155,6 +165,26 @@ def frame_to_labels_graph(network, transform: FrameTransform, shape: GraphShape)
     graph = openvino.Model(results, graph.get_parameters(), "fbsnet_frame_to_labels")
     graph.input(0).get_tensor().set_names({"frame"})
     return graph
+
+
+def pixel_shuffled_classes(logits):
+    """When `logits` come from a pixel shuffle (DepthToSpace, depth-first, as
+    PixelShuffleClassifier exports): its input grouped by class, (N, K, b*b, h/b, w/b), and the
+    block size b; otherwise None. Static shapes only."""
+    import openvino.opset13 as ops
+
+    node = logits.get_node()
+    if node.get_type_name() != "DepthToSpace" or logits.get_partial_shape().is_dynamic:
+        return None
+    attributes = node.get_attributes()
+    if attributes["mode"] != "depth_first":
+        return None
+    block = int(attributes["block_size"])
+    source = node.input_value(0)
+    batch, channels, height, width = source.get_shape()
+    grouped = ops.reshape(source, ops.constant(np.array(
+        [batch, channels // (block * block), block * block, height, width], np.int64)), False)
+    return grouped.output(0), block
 
 
 class OpenVinoBackend(Backend):

@@ -233,3 +233,42 @@ def test_train_step_bench_times_every_option_against_fp32(tmp_path):
     assert set(options) == expected
     assert options["fp32"]["ratio_to_reference"] == 1.0
     assert all(row["median_s"] > 0 for row in options.values())
+
+
+def test_learning_bench_trains_each_setting_from_the_same_start(tiny_camvid, tmp_path):
+    """bench/train_learning.py end to end on 4 frames: each setting trains from the recipe with
+    only its keys changed, the second fp32 run with another seed, and the table compares them."""
+    import json
+    import subprocess
+    import sys
+
+    from test_training import REPO_ROOT, SUBPROCESS_ENV, write_yaml
+
+    recipe = write_yaml(tmp_path / "recipe.yaml",
+                        run_values(tiny_camvid, tmp_path / "unused", amp=True))
+    report = tmp_path / "learning.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "train_learning.py"), "--recipe",
+         str(recipe), "--epochs", "2", "--eval-every", "1", "--runs", "fp32", "fp32-seed2",
+         "bf16", "--out", str(tmp_path / "runs"), "--json", str(report)],
+        capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV, check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.startswith("machine:")
+    assert "fp32 seed spread (noise): loss" in completed.stdout
+    assert "bf16 - fp32: loss" in completed.stdout
+    results = json.loads(report.read_text())
+    assert list(results) == ["fp32", "fp32-seed2", "bf16"]
+    configs = {}
+    for name in results:
+        payload = safe_load(tmp_path / "runs" / name / "last.pt")
+        assert [record["epoch"] for record in payload["history"]] == [1, 2]
+        assert all("val_miou" in record for record in payload["history"])
+        configs[name] = payload["metadata"]["training"]["config"]
+    assert (configs["fp32"]["amp"], configs["bf16"]["amp"]) == (False, True)
+    assert configs["bf16"]["amp_dtype"] == "bfloat16"
+    assert (configs["fp32"]["seed"], configs["fp32-seed2"]["seed"], configs["bf16"]["seed"]) == (
+        7, 2, 7)
+    # Only the setting changed: the runs differ, the data and start are the recipe's.
+    assert results["fp32"]["history"][0]["loss"] != results["fp32-seed2"]["history"][0]["loss"]
+    assert results["fp32"]["history"][0]["loss"] == pytest.approx(
+        results["bf16"]["history"][0]["loss"], rel=0.05)

@@ -13,6 +13,10 @@
    idles between frames can run the next one up to a third slower than back to back, node or
    not, so the node's latency is also compared with this like-for-like reference.
 
+Where the cores go in the flood: the CPU time of the node's process and of this probe's (the
+camera publisher and labels listener; a real camera driver is another process too) over the
+block, against the engine's own process in its block, in cores (Linux /proc).
+
 Shared cores drift by tens of percent over minutes, so the phases are interleaved: --rounds
 rounds of engine, flood, paced node and paced engine blocks, --seconds each; the ratios pool
 all rounds (per-round ratios are printed too). DDS stays on this machine
@@ -105,6 +109,17 @@ def isolate_dds(domain_id: int | None) -> int:
     return domain
 
 
+def process_cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of a process so far: this one by default."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -123,6 +138,7 @@ def engine_block(segmenter, frames: list[np.ndarray], seconds: float,
                  rate_hz: float | None = None) -> dict:
     """Segmenter.predict for `seconds`, back to back or started at rate_hz."""
     latencies = []
+    cpu_start = process_cpu_s()
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         began = time.perf_counter()
@@ -130,13 +146,16 @@ def engine_block(segmenter, frames: list[np.ndarray], seconds: float,
         latencies.append(time.perf_counter() - began)
         if rate_hz:
             time.sleep(max(0.0, began + 1.0 / rate_hz - time.perf_counter()))
-    return {"latencies_s": latencies, "elapsed_s": time.perf_counter() - start}
+    elapsed = time.perf_counter() - start
+    return {"latencies_s": latencies, "elapsed_s": elapsed,
+            "cpu_cores": (process_cpu_s() - cpu_start) / elapsed}
 
 
 def engine_summary(blocks: list[dict]) -> dict:
     latencies = [t for block in blocks for t in block["latencies_s"]]
     return {"frames": len(latencies),
             "fps": len(latencies) / sum(block["elapsed_s"] for block in blocks),
+            "cpu_cores": statistics.mean(block["cpu_cores"] for block in blocks),
             "median_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * percentile(latencies, 99)}
 
@@ -287,12 +306,14 @@ def settled_counters(probe: Probe) -> dict[str, int]:
     return probe.node_counters()
 
 
-def flood_block(probe: Probe, rate_hz: float, seconds: float) -> dict:
+def flood_block(probe: Probe, rate_hz: float, seconds: float, node_pid: int) -> dict:
     probe.reset()
     before = probe.node_counters()
     probe.publish_at(rate_hz)
     start = time.time()
+    cpu_start = process_cpu_s(node_pid), process_cpu_s()
     time.sleep(seconds)
+    cpu_end = process_cpu_s(node_pid), process_cpu_s()
     probe.publish_at(None)
     end = time.time()
     after = settled_counters(probe)
@@ -300,7 +321,9 @@ def flood_block(probe: Probe, rate_hz: float, seconds: float) -> dict:
     counted = [t for t, _ in arrivals if start + SETTLE_S <= t <= end]
     return {"published": len(published), "labels": len(arrivals), "counted": len(counted),
             "elapsed_s": end - start, "counted_s": end - start - SETTLE_S,
-            "frames": frame_accounting(len(published), before, after)}
+            "frames": frame_accounting(len(published), before, after),
+            "node_cpu_cores": (cpu_end[0] - cpu_start[0]) / (end - start),
+            "probe_cpu_cores": (cpu_end[1] - cpu_start[1]) / (end - start)}
 
 
 def flood_summary(blocks: list[dict]) -> dict:
@@ -309,6 +332,8 @@ def flood_summary(blocks: list[dict]) -> dict:
             "labels_per_s": (sum(block["counted"] for block in blocks)
                              / sum(block["counted_s"] for block in blocks)),
             "labels": sum(block["labels"] for block in blocks), "frames": published,
+            "node_cpu_cores": statistics.mean(block["node_cpu_cores"] for block in blocks),
+            "probe_cpu_cores": statistics.mean(block["probe_cpu_cores"] for block in blocks),
             "accounting": {key: sum(block["frames"][key] for block in blocks)
                            for key in blocks[0]["frames"]}}
 
@@ -384,7 +409,7 @@ def main(argv=None) -> int:
         for index in range(1, args.rounds + 1):
             engine_blocks.append(engine_block(segmenter, frames, args.seconds))
             engine = engine_summary(engine_blocks[-1:])
-            flood_blocks.append(flood_block(probe, args.flood_hz, args.seconds))
+            flood_blocks.append(flood_block(probe, args.flood_hz, args.seconds, node.pid))
             paced_blocks.append(paced_block(probe, engine["fps"] / 2, args.seconds))
             paced_engine_blocks.append(
                 engine_block(segmenter, frames, args.seconds, rate_hz=engine["fps"] / 2))
@@ -428,6 +453,9 @@ def format_result(result: dict, args) -> str:
          f"{flooded['labels_per_s']:.2f} labels/s -> node/engine throughput "
          f"{result['throughput_ratio']:.3f} (target >= 0.95)"),
         f"  flooded frames: {format_accounting(flooded['accounting'])}",
+        (f"  CPU in cores (of {os.cpu_count()}): engine alone {engine['cpu_cores']:.2f}; in the "
+         f"flood the node {flooded['node_cpu_cores']:.2f} and this probe (camera publisher, "
+         f"labels listener) {flooded['probe_cpu_cores']:.2f}"),
         (f"node fed at {paced['rate_hz']:.2f} Hz (half the engine rate): {paced['answered']}/"
          f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "
          f"{paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms -> p99 / engine median "

@@ -47,6 +47,12 @@ def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, 
     assert accounting["received"] == accounting["processed"] + accounting["replaced"]
     assert accounting["processed"] == flooded["labels"] > 0
     assert "flooded frames:" in completed.stdout
+    # Where the cores went: the engine busy in its block, the node and the probe in the flood.
+    cores = os.cpu_count()
+    assert 0.2 < engine["cpu_cores"] <= cores + 0.1
+    assert 0.2 < flooded["node_cpu_cores"] <= cores + 0.1
+    assert 0.0 < flooded["probe_cpu_cores"] <= cores + 0.1
+    assert f"the node {flooded['node_cpu_cores']:.2f} and this probe" in completed.stdout
     # Paced frames are answered and matched to their stamps (how many of them depends on the
     # load a shared test run puts on the machine; the README's figures come from a quiet one).
     assert paced["frames"] > 0 and paced["answered"] >= 0.5 * paced["frames"]

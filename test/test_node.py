@@ -12,6 +12,8 @@ from __future__ import annotations
 import array
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -404,6 +406,45 @@ def test_signal_stops_the_node_promptly_mid_frame(
         assert "Traceback" not in node.output
     finally:
         node.stop()
+
+
+# A node whose spin meets the stop signal inside native code calling back into Python: rclpy's
+# take_message converting a 1080p frame turns the KeyboardInterrupt into pybind11's error.
+SIGNAL_IN_NATIVE_CODE_SCRIPT = """
+import signal, sys
+import rclpy.node
+from fbsnet_ros.ros import stop_signals
+from fbsnet_ros.ros.node_base import run_node
+
+def make_node():
+    node = rclpy.node.Node("signal_in_native_code")
+
+    def take():
+        try:
+            if sys.argv[1] == "signalled":
+                signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("Unable to convert call argument '0' to Python object")
+
+    node.create_timer(0.1, take)
+    return node
+
+stop_signals.install()
+sys.exit(run_node(make_node, []))
+"""
+
+
+@pytest.mark.parametrize("case", ["signalled", "not signalled"])
+def test_a_stop_signal_that_native_code_turned_into_its_own_error_still_stops_cleanly(case):
+    completed = subprocess.run([sys.executable, "-c", SIGNAL_IN_NATIVE_CODE_SCRIPT, case],
+                               capture_output=True, text=True, timeout=60)
+    if case == "signalled":
+        assert completed.returncode == 0, completed.stderr
+        assert "Traceback" not in completed.stderr
+    else:  # the same error without a stop signal is a fault, not swallowed
+        assert completed.returncode == 1
+        assert "RuntimeError: Unable to convert call argument" in completed.stderr
 
 
 def test_statistics_levels_follow_input_and_failures():

@@ -86,6 +86,11 @@ def arm() -> None:
     _STOP.arm()
 
 
+def stop_requested() -> bool:
+    """Whether a stop signal has come."""
+    return _STOP.received.is_set()
+
+
 def segmentation_node() -> int:
     """The `segmentation_node` console script."""
     install()

@@ -783,12 +783,13 @@ def run_node(make_node, arguments: list[str], ros_args=None, after_start=None) -
         return EXIT_USAGE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:
+    except Exception as error:
         # The stop signal's KeyboardInterrupt, raised while native code was calling back into
         # Python (rclpy converting a large frame it took), comes out as that code's own error
         # (pybind11: "Unable to convert call argument"): still the stop that was asked for.
         if not stop_signals.stop_requested():
             raise
+        rclpy.logging.get_logger(NODE_NAME).debug(f"stopped; the signal surfaced as {error!r}")
     finally:
         if node is not None:
             node.destroy_node()

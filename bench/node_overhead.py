@@ -18,7 +18,8 @@ camera publisher and labels listener; a real camera driver is another process to
 block, against the engine's own process in its block, in cores (Linux /proc).
 
 Shared cores drift by tens of percent over minutes, so the phases are interleaved: --rounds
-rounds of engine, flood, paced node and paced engine blocks, --seconds each; the ratios pool
+rounds of engine, flood, engine, paced node and paced engine blocks, --seconds each (the two
+engine blocks half as long, bracketing the flood so a steady drift cancels); the ratios pool
 all rounds (per-round ratios are printed too). DDS stays on this machine
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain of its own.
 
@@ -453,9 +454,12 @@ def main(argv=None) -> int:
     try:
         wait_for_node(probe, node, log_path)
         for index in range(1, args.rounds + 1):
-            engine_blocks.append(engine_block(segmenter, frames, args.seconds))
-            engine = engine_summary(engine_blocks[-1:])
+            # The engine's half blocks bracket the flood, so that a steady drift of the
+            # machine's speed over the round weighs on both sides of the ratio alike.
+            engine_blocks.append(engine_block(segmenter, frames, args.seconds / 2))
             flood_blocks.append(flood_block(probe, args.flood_hz, args.seconds, node.pid))
+            engine_blocks.append(engine_block(segmenter, frames, args.seconds / 2))
+            engine = engine_summary(engine_blocks[-2:])
             paced_blocks.append(paced_block(probe, engine["fps"] / 2, args.seconds))
             paced_engine_blocks.append(
                 engine_block(segmenter, frames, args.seconds, rate_hz=engine["fps"] / 2))

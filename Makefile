@@ -62,7 +62,7 @@ lint: install
 bench: install
 	$(BIN)/fbsnet-ros benchmark --sizes 360x480 512x1024 --json bench/results.json
 	$(BIN)/fbsnet-ros benchmark --sizes 1080x1920 --input-size 360 480 --json bench/results_1080.json
-	$(BIN)/python bench/node_overhead.py --backend auto --rounds 5 --json bench/node_overhead.json
+	$(BIN)/python bench/node_overhead.py --backend auto --rounds 10 --json bench/node_overhead.json
 
 # 1080x1920 frames at 30 Hz into the node for 10 minutes: up, bounded latency, < 50 MB growth.
 soak: install

@@ -15,7 +15,9 @@
 
 Where the cores go in the flood: the CPU time of the node's process and of this probe's (the
 camera publisher and labels listener; a real camera driver is another process too) over the
-block, against the engine's own process in its block, in cores (Linux /proc).
+block, against the engine's own process in its block, in cores (Linux /proc); and the node's
+by thread: inference (its worker and the runtime's threads), frame intake, executor, results
+publishing, DDS.
 
 Shared cores drift by tens of percent over minutes, so the phases are interleaved: --rounds
 rounds of engine, flood, engine, paced node and paced engine blocks, --seconds each (the two
@@ -46,12 +48,20 @@ import numpy as np
 
 from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
 from fbsnet_ros.ros.names import CAMERA_TOPIC, DIAGNOSTICS_STATUS_NAME, LABELS_TOPIC
+from fbsnet_ros.ros.node_core import INTAKE_THREAD, RESULTS_THREAD, WORKER_THREAD
 from fbsnet_ros.ros.processes import node_executable, stop_node_process
 from fbsnet_ros.ros.stamps import ns_to_sec_nanosec, stamp_to_ns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "segmentation.yaml"
 LARGE_FRAMES_PROFILE = REPO_ROOT / "config" / "fastdds_large_frames.xml"
+# The node's threads, by what they do: its main thread runs the executor (timers, services,
+# camera_info); its own threads are named (node_core); the DDS library names its threads
+# "dds.*"; the rest are the inference runtime's (OpenVINO, OpenMP), whose work the worker
+# thread shares.
+THREAD_NAME_GROUPS = {WORKER_THREAD: "inference", INTAKE_THREAD: "intake",
+                      RESULTS_THREAD: "results"}
+THREAD_GROUPS = ("inference", "intake", "executor", "results", "DDS")
 # The node's own counters on /diagnostics, by the names the report gives them.
 NODE_COUNTERS = {"received": "frames received", "processed": "frames processed",
                  "replaced": "frames dropped", "lost_reported": "frames lost in transport"}
@@ -120,6 +130,22 @@ def process_cpu_s(pid: int | None = None) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a process's threads, summed by what they do (see THREAD_GROUPS)."""
+    totals = dict.fromkeys(THREAD_GROUPS, 0.0)
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        group = ("executor" if task.name == str(pid) else
+                 "DDS" if name.startswith("dds.") else
+                 THREAD_NAME_GROUPS.get(name, "inference"))
+        totals[group] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
 
 
 def percentile(values, q: float) -> float:
@@ -359,8 +385,10 @@ def flood_block(probe: Probe, rate_hz: float, seconds: float, node_pid: int) -> 
     probe.publish_at(rate_hz)
     start = time.time()
     cpu_start = process_cpu_s(node_pid), process_cpu_s()
+    threads_start = thread_cpu_s(node_pid)
     time.sleep(seconds)
     cpu_end = process_cpu_s(node_pid), process_cpu_s()
+    threads_end = thread_cpu_s(node_pid)
     probe.publish_at(None)
     end = time.time()
     after = settled_counters(probe)
@@ -370,6 +398,8 @@ def flood_block(probe: Probe, rate_hz: float, seconds: float, node_pid: int) -> 
             "elapsed_s": end - start, "counted_s": end - start - SETTLE_S,
             "frames": frame_accounting(len(published), before, after),
             "node_cpu_cores": (cpu_end[0] - cpu_start[0]) / (end - start),
+            "node_thread_cores": {group: (threads_end[group] - threads_start[group])
+                                  / (end - start) for group in THREAD_GROUPS},
             "probe_cpu_cores": (cpu_end[1] - cpu_start[1]) / (end - start)}
 
 
@@ -381,6 +411,9 @@ def flood_summary(blocks: list[dict]) -> dict:
             "labels": sum(block["labels"] for block in blocks), "frames": published,
             "node_cpu_cores": statistics.mean(block["node_cpu_cores"] for block in blocks),
             "probe_cpu_cores": statistics.mean(block["probe_cpu_cores"] for block in blocks),
+            "node_thread_cores": {group: statistics.mean(block["node_thread_cores"][group]
+                                                         for block in blocks)
+                                  for group in THREAD_GROUPS},
             "accounting": {key: sum(block["frames"][key] for block in blocks)
                            for key in blocks[0]["frames"]}}
 
@@ -506,6 +539,8 @@ def format_result(result: dict, args) -> str:
         (f"  CPU in cores (of {os.cpu_count()}): engine alone {engine['cpu_cores']:.2f}; in the "
          f"flood the node {flooded['node_cpu_cores']:.2f} and this probe (camera publisher, "
          f"labels listener) {flooded['probe_cpu_cores']:.2f}"),
+        "  the node's cores by thread: " + ", ".join(
+            f"{group} {cores:.3f}" for group, cores in flooded["node_thread_cores"].items()),
         (f"node fed at {paced['rate_hz']:.2f} Hz (half the engine rate): {paced['answered']}/"
          f"{paced['frames']} answered, publish->labels p50 {paced['p50_ms']:.1f} ms, p99 "
          f"{paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms -> p99 / engine median "

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +55,15 @@ def test_node_overhead_measures_engine_and_node(random_checkpoint, camvid_root, 
     assert 0.2 < flooded["node_cpu_cores"] <= cores + 0.1
     assert 0.0 < flooded["probe_cpu_cores"] <= cores + 0.1
     assert f"the node {flooded['node_cpu_cores']:.2f} and this probe" in completed.stdout
+    # ... and by the node's threads: inference did the work, the frames came in on the intake
+    # thread (every frame the node received went through it, none through the executor's),
+    # and the threads add up to the process.
+    threads = flooded["node_thread_cores"]
+    assert set(threads) == {"inference", "intake", "executor", "results", "DDS"}
+    assert threads["inference"] > 0.5 * flooded["node_cpu_cores"]
+    assert threads["intake"] > 0
+    assert sum(threads.values()) == pytest.approx(flooded["node_cpu_cores"], abs=0.05)
+    assert "the node's cores by thread: inference " in completed.stdout
     # Paced frames are answered and matched to their stamps (how many of them depends on the
     # load a shared test run puts on the machine; the README's figures come from a quiet one).
     assert paced["frames"] > 0 and paced["answered"] >= 0.5 * paced["frames"]

@@ -2,7 +2,8 @@
 
 The parameter table, the cameras' subscriptions and publishers, QoS events, diagnostics, label
 info and camera_info passthrough, and the process entry point. The frame work itself (mailbox,
-worker, model, statistics) is the ROS-free `node_core`. `SegmentationNodeBase` is a mixin for
+worker, model, statistics) is the ROS-free `node_core`; the camera images are taken by
+`frame_intake`'s thread, everything else by the executor. `SegmentationNodeBase` is a mixin for
 rclpy's `Node` or `LifecycleNode`: the plain node opens everything in its constructor, the
 managed one step by step in its transitions.
 
@@ -68,6 +69,7 @@ from fbsnet_ros.ros.compat import (
     UnsupportedEventTypeError,
     parameter_override_names,
 )
+from fbsnet_ros.ros.frame_intake import FrameIntake, IntakeGroup
 from fbsnet_ros.ros.image_conversion import rgb_to_image_fields
 from fbsnet_ros.ros.names import (
     CAMERA_INFO_NAME,
@@ -410,6 +412,7 @@ class CameraChannel:
                 return self.node.create_subscription(
                     self.input_type, self.input_topic,
                     lambda message: intake(message, index), qos,
+                    callback_group=self.node.intake_group,
                     event_callbacks=events, qos_overriding_options=qos_overrides)
             except UnsupportedEventTypeError:
                 # Some middlewares cannot report lost messages; the "publisher but no frames"
@@ -436,9 +439,11 @@ class CameraChannel:
             return
         # QoS is fixed per subscription: replace it. History and depth keep their (possibly
         # overridden) values; the reliability is ours to choose here.
-        node.destroy_subscription(self.image_subscription)
+        replaced = self.image_subscription
         self.image_subscription = self._subscribe_input(
             wanted, QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+        node.frame_intake.replace(replaced, self.image_subscription)
+        node.destroy_subscription(replaced)
         self._subscribe_camera_info()
         reliability = self.input_reliability_name()
         self.statistics.record_input_reliability(reliability, switched=True)
@@ -580,6 +585,10 @@ class SegmentationNodeBase:
                         for index, namespace in enumerate(namespaces or [""])]
         self.outputs_open = False
         self.publisher_check_timer = None
+        # The camera images are taken on a thread of their own, not by the executor (see
+        # frame_intake); the rest of the node is the executor's.
+        self.intake_group = IntakeGroup()
+        self.frame_intake = FrameIntake(self.context, on_error=self._on_frame_failed)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def segmenter_settings(self) -> dict:
@@ -666,6 +675,7 @@ class SegmentationNodeBase:
         self.core.start()
         for camera in self.cameras:
             camera.subscribe()
+        self.frame_intake.start([camera.image_subscription for camera in self.cameras])
         self.publisher_check_timer = self.create_timer(
             PUBLISHER_CHECK_PERIOD_S, self._check_input_publishers)
         segmenter = self.core.segmenter
@@ -695,6 +705,7 @@ class SegmentationNodeBase:
         if self.publisher_check_timer is not None:
             self.destroy_timer(self.publisher_check_timer)
         self.publisher_check_timer = None
+        self.frame_intake.stop()
         for camera in self.cameras:
             camera.unsubscribe()
         self.core.stop()

@@ -22,9 +22,11 @@ slow publisher holds the worker back and the frames segmented are still the late
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import gc
 import math
+import sys
 import threading
 import time
 import traceback
@@ -63,6 +65,27 @@ LOST_FRAMES_FIX = (
 # The settings a Segmenter is built from; the managed node re-reads them at each configure.
 SEGMENTER_SETTINGS = ("weights", "device", "input_size", "upsample", "backend",
                       "inference_threads")
+# The node's own threads, by the names `top -H` and /proc/PID/task/*/comm show (Linux keeps 15
+# characters); bench/node_overhead.py reports the node's CPU by them.
+WORKER_THREAD = "fbsnet-worker"
+RESULTS_THREAD = "fbsnet-results"
+INTAKE_THREAD = "fbsnet-intake"
+_PR_SET_NAME = 15  # linux/prctl.h
+
+
+def named_thread(name: str, target: Callable, *args) -> threading.Thread:
+    """A daemon thread (never holding the process open at exit) named `name` in Python and,
+    on Linux, in the OS too. Not started."""
+
+    def run() -> None:
+        if sys.platform.startswith("linux"):
+            try:
+                ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+            except (OSError, AttributeError):
+                pass  # a libc without prctl: the Python name still holds
+        target(*args)
+
+    return threading.Thread(target=run, name=name, daemon=True)
 
 
 class ConfigurationError(Exception):
@@ -412,12 +435,10 @@ class SegmentationCore:
         self._results = ResultHandoff()
         # Daemons, so a frame stuck in inference or publishing can never hold the process open
         # at exit.
-        self._worker = threading.Thread(target=self._serve_frames,
-                                        args=(self._mailbox, self._results),
-                                        name="fbsnet-worker", daemon=True)
-        self._publisher = threading.Thread(target=self._publish_results,
-                                           args=(self._mailbox, self._results),
-                                           name="fbsnet-publisher", daemon=True)
+        self._worker = named_thread(WORKER_THREAD, self._serve_frames, self._mailbox,
+                                    self._results)
+        self._publisher = named_thread(RESULTS_THREAD, self._publish_results, self._mailbox,
+                                       self._results)
         self._publisher.start()
         self._worker.start()
 

@@ -573,6 +573,10 @@ class SegmentationNodeBase:
         self.overlay_alpha = settings["overlay_alpha"]
         self.publish_color_mask = settings["publish_color_mask"]
         self.publish_overlay = settings["publish_overlay"]
+        # The camera images are taken on a thread of their own, not by the executor (see
+        # frame_intake); the rest of the node is the executor's.
+        self.intake_group = IntakeGroup()
+        self.frame_intake = FrameIntake(self.context, on_error=self._on_frame_failed)
         self.core = SegmentationCore(
             input_transport=settings["input_transport"], max_pixels=settings["max_pixels"],
             publish=self._publish_results, on_rejected=self._on_frame_rejected,
@@ -585,10 +589,6 @@ class SegmentationNodeBase:
                         for index, namespace in enumerate(namespaces or [""])]
         self.outputs_open = False
         self.publisher_check_timer = None
-        # The camera images are taken on a thread of their own, not by the executor (see
-        # frame_intake); the rest of the node is the executor's.
-        self.intake_group = IntakeGroup()
-        self.frame_intake = FrameIntake(self.context, on_error=self._on_frame_failed)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def segmenter_settings(self) -> dict:

@@ -126,9 +126,15 @@ def process_cpu_s(pid: int | None = None) -> float:
     if pid is None:
         return time.process_time()
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return stat_cpu_s(Path(f"/proc/{pid}/stat"))
     except OSError:
         return float("nan")
+
+
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds in a /proc stat file, a process's or a thread's (OSError when
+    it has ended)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -138,13 +144,13 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = stat_cpu_s(task / "stat")
         except OSError:
             continue  # the thread ended meanwhile
         group = ("executor" if task.name == str(pid) else
                  "DDS" if name.startswith("dds.") else
                  THREAD_NAME_GROUPS.get(name, "inference"))
-        totals[group] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        totals[group] += seconds
     return totals
 
 

@@ -64,11 +64,11 @@ def bags(camvid_root, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def replay_node(random_checkpoint, probe, bags, tmp_path_factory):
+def replay_node(random_weights_built, probe, bags, tmp_path_factory):
     """The node on compressed input, warmed up: it has answered one frame already."""
     directory = tmp_path_factory.mktemp("replay_node")
     params = write_params_file(directory / "replay.yaml", {
-        "weights": str(random_checkpoint), "input_transport": "compressed",
+        "weights": str(random_weights_built), "input_transport": "compressed",
         **reliable_subscription_override(COMPRESSED_TOPIC)})
     diagnostics = probe.recorder(DiagnosticArray, "/diagnostics")
     with pytest.MonkeyPatch.context() as env:

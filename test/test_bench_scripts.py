@@ -86,12 +86,12 @@ def test_dds_large_messages_counts_what_arrives_with_the_profile_on_the_writer()
     assert "profile loaded by writer: 3/3 arrived" in completed.stdout
 
 
-def test_multi_camera_compares_one_node_with_single_nodes(random_checkpoint, camvid_root,
+def test_multi_camera_compares_one_node_with_single_nodes(random_weights_built, camvid_root,
                                                           tmp_path):
     report_path = tmp_path / "multi_camera.json"
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "multi_camera.py"), "--cameras", "2",
-         "--seconds", "3", "--warmup-seconds", "1", "--weights", str(random_checkpoint),
+         "--seconds", "3", "--warmup-seconds", "1", "--weights", str(random_weights_built),
          "--data-root", str(camvid_root), "--domain-id", os.environ["ROS_DOMAIN_ID"],
          "--json", str(report_path)],
         capture_output=True, text=True, timeout=240,

@@ -7,7 +7,6 @@ not. The same process also shows label info to a late subscriber and camera_info
 
 from __future__ import annotations
 
-import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import ReliabilityPolicy
@@ -26,7 +25,6 @@ from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import LabelInfo
 
 from fbsnet_ros.data.classes import CAMVID_CLASS_NAMES
-from fbsnet_ros.inference import Segmenter
 from fbsnet_ros.ros.names import CAMERA_INFO_TOPIC, CAMERA_TOPIC, NODE_NAME
 
 NODE = f"/{NODE_NAME}"
@@ -107,19 +105,8 @@ def _calibration() -> CameraInfo:
                       k=[500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0])
 
 
-@pytest.fixture(scope="module")
-def random_weights_built(random_checkpoint):
-    """The node's default backend for the random weights, built once into this run's artefact
-    cache (the node shares it), as on a robot that has run the node before: a configure that
-    exports ONNX first (about a minute here) would outlast the service answer the test waits
-    for. Run with the rest of the suite the export is there already."""
-    Segmenter.from_checkpoint(random_checkpoint, device="cpu", backend="auto")
-    return random_checkpoint
-
-
 def test_every_transition_and_what_each_state_serves(
-        weights_params_file, probe, tmp_path, random_weights_built):
-    random_checkpoint = random_weights_built
+        weights_params_file, probe, tmp_path, random_checkpoint):
     missing = tmp_path / "missing.pt"
     with NodeProcess(tmp_path / "node.log", [weights_params_file],
                      executable=EXECUTABLE) as process:

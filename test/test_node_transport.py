@@ -152,11 +152,11 @@ def test_large_outputs_reach_a_best_effort_subscriber_in_another_process(tmp_pat
 
 
 def test_reliability_override_wins_and_incompatible_qos_is_counted(
-        random_checkpoint, probe, tmp_path):
+        random_weights_built, probe, tmp_path):
     """qos_overrides fix the input at best effort against a reliable publisher (no switch);
     input_reliability reliable against a best-effort publisher is reported, not silent."""
     overridden_topic, strict_topic = "/override_test/image_raw", "/strict_test/image_raw"
-    weights = {"weights": str(random_checkpoint), "device": "cpu"}
+    weights = {"weights": str(random_weights_built), "device": "cpu"}
     overridden = NodeProcess(tmp_path / "overridden.log", [write_params_file(
         tmp_path / "overridden.yaml", {**weights, "qos_overrides": {overridden_topic: {
             "subscription": {"reliability": "best_effort"}}}})],

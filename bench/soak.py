@@ -43,6 +43,7 @@ from node_overhead import (
     wait_for_node,
 )
 
+from fbsnet_ros.evaluation.benchmark import format_machine, machine_summary
 from fbsnet_ros.ros.processes import stop_node_process
 
 SAMPLE_PERIOD_S = 5.0
@@ -143,6 +144,7 @@ def verdict(result: dict, args) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(format_machine())  # the node inherits the thread settings it names
     domain = isolate_dds(args.domain_id)
     height, width = (int(v) for v in args.size.lower().split("x"))
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"soak_{os.getpid()}.log"
@@ -158,8 +160,9 @@ def main(argv=None) -> int:
         probe.close()
         stop_node_process(node)
     failures = verdict(result, args)
-    result.update(size=args.size, rate_hz=args.rate, seconds=args.seconds,
-                  backend=args.backend, camera=describe_camera(args), failures=failures)
+    result.update(machine=machine_summary(), size=args.size, rate_hz=args.rate,
+                  seconds=args.seconds, backend=args.backend, camera=describe_camera(args),
+                  failures=failures)
     print(f"soak {args.size} at {args.rate:g} Hz for {args.seconds:g} s: "
           f"{result['labels']} labels for {result['frames']} frames "
           f"({result['labels_per_s']:.2f}/s); latency p50/p99 first minute "

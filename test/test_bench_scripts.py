@@ -1,5 +1,6 @@
 """The bench scripts run end to end: node_overhead (engine blocks, the real node flooded and paced
-over DDS), dds_large_messages, multi_camera (one node with two cameras against two nodes).
+over DDS), dds_large_messages, multi_camera (one node with two cameras against two nodes),
+wait_policy (the benchmark under each OMP_WAIT_POLICY setting).
 
 Only that they measure what they say is asserted here; their ratios are figures for the README,
 taken on a quiet machine, not pass/fail conditions of a shared test run.
@@ -116,3 +117,25 @@ def test_multi_camera_compares_one_node_with_single_nodes(random_weights_built, 
     # The ratios are printed as reported.
     assert (f"throughput {comparison['throughput_ratio']:.2f}x, memory (RSS) "
             f"{comparison['memory_ratio']:.2f}x") in completed.stdout
+
+
+def test_wait_policy_runs_the_benchmark_under_each_setting(random_checkpoint, camvid_root,
+                                                            tmp_path):
+    # The suite runs under OMP_WAIT_POLICY=PASSIVE (Makefile): the "unset" process must not
+    # inherit it (the script checks the setting each benchmark process reports it ran under).
+    report_path = tmp_path / "wait_policy.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "wait_policy.py"), "--backends", "torch",
+         "--size", "96x128", "--iterations", "2", "--rounds", "1",
+         "--weights", str(random_checkpoint), "--json", str(report_path)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(tmp_path)})
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.startswith("machine: ")
+    report = json.loads(report_path.read_text())
+    assert report["rounds"] == 1 and report["size"] == "96x128"
+    [(backend, figures)] = report["backends"].items()
+    assert backend == "torch:fp32"
+    assert figures["unset_ms"] > 0 and figures["passive_ms"] > 0
+    assert figures["round_ratios"] == [figures["passive_ms"] / figures["unset_ms"]]
+    assert f"{figures['ratio']:.2f}x" in completed.stdout

@@ -19,7 +19,7 @@ export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 # the cores: the suite (test runner, node, training subprocesses) and the soak (camera beside
 # the node), where spinning made steps up to 10x slower. Not for the demo or the benchmarks:
 # eager PyTorch alone takes 1.75x as long with it on an Intel Xeon and 1.77x on an AMD EPYC
-# (`bench/wait_policy.py`, README "Thread settings"); every benchmark prints the setting.
+# (`bench/wait_policy.py`, README "Thread settings"); inference benchmarks print the setting.
 test test-ros soak: export OMP_WAIT_POLICY := PASSIVE
 
 # The ROS-facing part of the suite (node, lifecycle, bags, bag replay, demo, launch config,

@@ -47,6 +47,7 @@ from node_overhead import (
     STARTUP_TIMEOUT_S,
     isolate_dds,
     load_frames,
+    process_cpu_s,
 )
 
 from fbsnet_ros.ros.names import READY_LINE
@@ -111,7 +112,7 @@ class NodeProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time (user and system) the node has used so far."""
-        return process_cpu_seconds(self.process.pid)
+        return process_cpu_s(self.process.pid)
 
     def memory(self) -> dict[str, int]:
         """Resident set and proportional set size in bytes, the node and any children."""
@@ -131,13 +132,6 @@ class NodeProcess:
     def stop(self) -> None:
         stop_node_process(self.process)
         self._log.close()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    import psutil
-
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
 
 
 def write_params(path: Path, args, camera_namespaces: list[str] | None = None) -> Path:
@@ -319,10 +313,10 @@ def measure(bench: Bench, layout: Layout, args) -> dict:
     for camera in layout.cameras:
         camera.reset()
     nodes_cpu = sum(node.cpu_seconds() for node in layout.nodes)
-    bench_cpu = process_cpu_seconds(os.getpid())
+    bench_cpu = process_cpu_s()
     start, end = bench.flood(layout.cameras, args.rate_hz, args.seconds)
     nodes_cpu = sum(node.cpu_seconds() for node in layout.nodes) - nodes_cpu
-    bench_cpu = process_cpu_seconds(os.getpid()) - bench_cpu
+    bench_cpu = process_cpu_s() - bench_cpu
     memory = [node.memory() for node in layout.nodes]  # at the end of the window
     time.sleep(DRAIN_S)
     for node in layout.nodes:

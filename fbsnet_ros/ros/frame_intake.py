@@ -80,10 +80,6 @@ class FrameIntake:
         self._run: _IntakeRun | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
     def start(self, subscriptions: list) -> None:
         if self._thread is not None:
             raise RuntimeError("FrameIntake started twice")

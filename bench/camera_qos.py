@@ -4,7 +4,10 @@ Publishes camera-sized frames on the node's input with the reliability a camera 
 use, waits for each frame's answer on the node's outputs (matched by header stamp) before
 sending the next, and reports frames answered out of frames sent, per output. Frames are sent
 once: a frame with no complete answer within --timeout counts as lost, so the figure is the
-transport's and the node's, not a retry loop's.
+transport's and the node's, not a retry loop's. With --warmup N, N frames go first, each sent
+again (new stamp) until answered on every output, at most WARMUP_ATTEMPTS times, and not
+counted: an answer on every output shows both sides of every pair of endpoints matched and the
+node ready for the frame size, so the counted frames measure the steady state.
 
     .venv/bin/python bench/camera_qos.py --size 1080x1920 --reliability best_effort
     # the camera's side; Jazzy and Humble (Fast DDS 2) read FASTRTPS_DEFAULT_PROFILES_FILE
@@ -32,7 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES
+from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, matched_publishers
 from fbsnet_ros.ros.names import CAMERA_TOPIC, NODE_NAME
 
 # Bytes per pixel of the encodings a camera driver typically publishes.
@@ -45,6 +48,8 @@ CAMERA_DEPTH = 5
 MATCH_TIMEOUT_S = 60.0
 # How long a node following its publishers (input_reliability auto) may take to re-subscribe.
 SETTLE_TIMEOUT_S = 10.0
+# Sends of one warm-up frame before the camera gives up on it and goes on (reported).
+WARMUP_ATTEMPTS = 3
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -79,7 +84,7 @@ class PacedCamera(Node):
 
     def matched(self) -> bool:
         return (self.publisher.get_subscription_count() > 0
-                and all(self.count_publishers(subscription.topic_name) > 0
+                and all(matched_publishers(self, subscription) > 0
                         for subscription in self.output_subscriptions))
 
     def settled(self) -> bool:
@@ -134,13 +139,17 @@ def run(arguments) -> dict:
               "fastdds_profile": next((os.environ[name] for name in FASTDDS_PROFILES_FILE_VARIABLES
                                        if name in os.environ), ""),
               "sent": 0, "answered": 0, "answered_per_output": dict.fromkeys(outputs, 0),
-              "wrong": [], "latencies_ms": []}
+              "warmup_sends": 0, "warmed_up": arguments.warmup == 0,
+              "wrong": [], "latencies_ms": [], "unanswered": {}}
     try:
         if not wait_until(camera.matched, MATCH_TIMEOUT_S):
             raise SystemExit(f"camera_qos: no node on {arguments.topic} and "
                              f"{', '.join(outputs.values())} within {MATCH_TIMEOUT_S:.0f} s")
         report["settled"] = wait_until(camera.settled, SETTLE_TIMEOUT_S)
         frame = camera_frame(height, width, arguments.encoding, arguments.frame_id)
+        if arguments.warmup:
+            report["warmed_up"] = warm_up(camera, frame, arguments.warmup, arguments.timeout,
+                                          report)
         for index in range(arguments.frames):
             frame.header.stamp.sec, frame.header.stamp.nanosec = 1 + index, 1000
             stamp = (1 + index, 1000)
@@ -158,6 +167,8 @@ def run(arguments) -> dict:
             if len(answers) == len(outputs):
                 report["answered"] += 1
                 report["latencies_ms"].append(1000 * (time.monotonic() - sent_at))
+            else:  # frame index: the outputs that did not answer it
+                report["unanswered"][str(index)] = sorted(set(outputs) - set(answers))
             if arguments.interval:
                 time.sleep(arguments.interval)
     finally:
@@ -165,6 +176,24 @@ def run(arguments) -> dict:
         spinner.join(timeout=10)
         camera.destroy_node()
     return report
+
+
+def warm_up(camera: PacedCamera, frame: Image, frames: int, timeout: float,
+            report: dict) -> bool:
+    """Send `frames` uncounted frames (stamps 0.n), each until answered on every output or
+    WARMUP_ATTEMPTS sends; whether every one was answered."""
+    sends = 0
+    for _ in range(frames):
+        for _attempt in range(WARMUP_ATTEMPTS):
+            frame.header.stamp.sec, frame.header.stamp.nanosec = 0, sends
+            camera.publisher.publish(frame)
+            sends += 1
+            report["warmup_sends"] = sends
+            if len(camera.wait_for((0, sends - 1), timeout)) == len(camera.answers):
+                break
+        else:
+            return False
+    return True
 
 
 def _spin(executor) -> None:
@@ -181,8 +210,12 @@ def summary_line(report: dict) -> str:
     latencies = report["latencies_ms"]
     median = f", median {np.median(latencies):.0f} ms" if latencies else ""
     profile = " with the large-frames profile" if report["fastdds_profile"] else ""
+    warmup = ""
+    if report["warmup_sends"]:
+        answered = "" if report["warmed_up"] else ", not all answered"
+        warmup = f", after {report['warmup_sends']} warm-up send(s){answered}"
     return (f"{height}x{width} {report['encoding']}, {report['reliability']} publisher{profile}: "
-            f"{report['answered']}/{report['sent']} answered ({per_output}){median}")
+            f"{report['answered']}/{report['sent']} answered ({per_output}){median}{warmup}")
 
 
 def main(argv=None) -> int:
@@ -197,6 +230,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for each frame's answers")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="uncounted frames first, each sent until answered")
     parser.add_argument("--interval", type=float, default=0.0,
                         help="extra pause after each frame, seconds")
     parser.add_argument("--topic", default=CAMERA_TOPIC)

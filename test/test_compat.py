@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import rclpy
 from rclpy.node import Node
@@ -16,6 +18,7 @@ from fbsnet_ros.ros.compat import (
     SubscriptionEventCallbacks,
     UnsupportedEventTypeError,
     fastdds_profiles_env,
+    matched_publishers,
     parameter_override_names,
 )
 
@@ -42,6 +45,29 @@ def test_event_callbacks_attach_to_a_publisher_and_a_subscription():
                                          event_callbacks=SubscriptionEventCallbacks(
                                              incompatible_qos=ignore))
             assert node.count_subscribers("probe") == 1
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_matched_publishers_counts_the_publishers_a_subscription_has_matched():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = Node("compat_probe", context=context)
+        try:
+            subscription = node.create_subscription(Header, "matched_probe", ignore, 1)
+            assert matched_publishers(node, subscription) == 0
+            node.create_publisher(Header, "matched_probe", 1)
+            deadline = time.monotonic() + 10.0
+            while matched_publishers(node, subscription) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert matched_publishers(node, subscription) == 1
+            # Humble's Subscription has no get_publisher_count: the graph's count stands in.
+            humble_like = SimpleNamespace(topic_name=subscription.topic_name)
+            assert matched_publishers(node, humble_like) == 1
+            assert matched_publishers(node, SimpleNamespace(topic_name="/nobody")) == 0
         finally:
             node.destroy_node()
     finally:

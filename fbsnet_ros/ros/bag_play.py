@@ -34,6 +34,7 @@ from fbsnet_ros.ros.bag_tools import (
     storage_of,
     topic_connections,
 )
+from fbsnet_ros.ros.compat import matched_publishers
 from fbsnet_ros.ros.names import LABELS_TOPIC
 from fbsnet_ros.ros.stamps import NANOSECONDS_PER_SECOND
 
@@ -107,7 +108,8 @@ class BagPlayer(Node):
 
     def recorder_matched(self) -> bool:
         """Every recorded topic's subscription is matched with a publisher."""
-        return all(s.get_publisher_count() > 0 for s in self.recorder_subscriptions)
+        return all(matched_publishers(self, subscription) > 0
+                   for subscription in self.recorder_subscriptions)
 
     def _on_recorded(self, topic: str, raw: bytes) -> None:
         self.recorder.write_raw(topic, self.recorded_types[topic], raw, self.playback_time_ns())

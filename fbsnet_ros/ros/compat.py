@@ -46,6 +46,14 @@ def fastdds_profiles_env(profiles_file: str | os.PathLike[str]) -> dict[str, str
     return dict.fromkeys(FASTDDS_PROFILES_FILE_VARIABLES, os.fspath(profiles_file))
 
 
+def matched_publishers(node, subscription) -> int:
+    """Publishers matched with `subscription` on its own side. Subscription.get_publisher_count
+    is Iron and later; Humble only knows the graph's count for the topic."""
+    if hasattr(subscription, "get_publisher_count"):
+        return subscription.get_publisher_count()
+    return node.count_publishers(subscription.topic_name)
+
+
 def parameter_override_names(node) -> set[str]:
     """The parameter names given to `node` (--params-file, -p, parameter_overrides=), declared
     or not, so that a misspelt one can be refused instead of silently ignored.
@@ -64,5 +72,6 @@ __all__ = [
     "SubscriptionEventCallbacks",
     "UnsupportedEventTypeError",
     "fastdds_profiles_env",
+    "matched_publishers",
     "parameter_override_names",
 ]

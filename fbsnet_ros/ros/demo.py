@@ -23,7 +23,11 @@ from sensor_msgs.msg import Image
 
 from fbsnet_ros.data.frame_sources import frame_source
 from fbsnet_ros.data.io import DatasetError
-from fbsnet_ros.ros.compat import FASTDDS_PROFILES_FILE_VARIABLES, fastdds_profiles_env
+from fbsnet_ros.ros.compat import (
+    FASTDDS_PROFILES_FILE_VARIABLES,
+    fastdds_profiles_env,
+    matched_publishers,
+)
 from fbsnet_ros.ros.image_conversion import image_msg_to_rgb, rgb_to_image_fields
 from fbsnet_ros.ros.names import CAMERA_TOPIC, LABELS_TOPIC, OVERLAY_TOPIC
 from fbsnet_ros.ros.processes import node_executable, stop_node_process
@@ -88,7 +92,7 @@ class DemoCamera(Node):
         if self.publisher.get_subscription_count() == 0:
             waiting.append(f"the node's subscription to {CAMERA_TOPIC}")
         for name, subscription in self.answer_subscriptions.items():
-            if _matched_publishers(self, subscription) == 0:
+            if matched_publishers(self, subscription) == 0:
                 waiting.append(f"the node's publisher of {ANSWER_TOPICS[name]}")
         return waiting
 
@@ -123,14 +127,6 @@ class DemoCamera(Node):
                 for old_stamp in [key for key in answers if key <= stamp]:
                     del answers[old_stamp]
             return taken
-
-
-def _matched_publishers(node: Node, subscription) -> int:
-    # Subscription.get_publisher_count (the matched publishers) is Iron and later; Humble
-    # only knows the graph's count.
-    if hasattr(subscription, "get_publisher_count"):
-        return subscription.get_publisher_count()
-    return node.count_publishers(subscription.topic_name)
 
 
 def describe_weights(weights: str | None) -> str:

@@ -47,10 +47,13 @@ REFERENCE = "torch:fp32"
 WEIGHTS = ["random"] + (["trained"] if default_weights_path().is_file() else [])
 # A freshly initialised FBSNet labels every pixel with one class (the classifier's bias wins),
 # which any backend matches. "diverse" zeroes that bias and gives the batch norms statistics:
-# labels then spread over the classes, but with near-ties (median top-2 logit margin ~0.03),
+# labels then spread over the classes, but with near-ties (median top-2 logit margin ~0.01),
 # so it is a fair test only of backends that are exact in real arithmetic (fp32); reduced
 # precision is held to the trained weights.
 DIVERSE = "diverse"
+# The batch-norm statistics' seed: 7 of the 11 classes on the agreement frames with it (3 to 7
+# with seeds 0-5; test_diverse_weights_use_many_classes checks it).
+DIVERSE_SEED = 2
 # The weights every backend's labels are compared on: not "random", whose one class any backend
 # that runs at all reproduces.
 AGREEMENT_WEIGHTS = [weights for weights in WEIGHTS if weights != "random"] + [DIVERSE]
@@ -71,9 +74,11 @@ def val_frames(camvid_root) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(random_checkpoint, tmp_path_factory) -> dict:
-    model, metadata = load_model(random_checkpoint)
-    randomise_batch_norms(model)
+def checkpoints(random_checkpoint, small_random_checkpoint, tmp_path_factory) -> dict:
+    # "diverse" is the small network: the trained weights hold the whole one to agreement,
+    # and its export and compiles take a fraction of the time.
+    model, metadata = load_model(small_random_checkpoint)
+    randomise_batch_norms(model, seed=DIVERSE_SEED)
     with torch.no_grad():
         model.classifier.bias.zero_()
     diverse = tmp_path_factory.mktemp("weights") / "diverse.pt"
@@ -150,8 +155,10 @@ def test_labels_agree_with_eager_fp32(segmenters, val_frames, reference_labels, 
 def test_the_path_before_issue_15_agrees_with_eager_fp32(checkpoints, val_frames,
                                                         reference_labels):
     """The benchmark's baseline (`--host-pre-post`): OpenVINO with pre/post on the host and the
-    network exported with its channel shuffles, as it ran before they were folded."""
-    weights = WEIGHTS[-1]
+    network exported with its channel shuffles, as it ran before they were folded. On the
+    small network, which has every kind of block the rewrites touch: its export takes a third
+    of the time."""
+    weights = DIVERSE
     segmenter = Segmenter.from_checkpoint(checkpoints[weights], device="cpu",
                                           backend="openvino:fp32",
                                           backend_options={"frame_graph": False})

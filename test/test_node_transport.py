@@ -76,6 +76,7 @@ def run_camera(tmp_path, *, size: str, encoding: str = "rgb8", reliability: str 
          "--topic", camera_topic, "--namespace", namespace, "--frame-id", f"camera_{encoding}",
          "--warmup", str(warmup), "--json", str(report_path)],
         capture_output=True, text=True, env=environment,
+        # camera_qos sends a warm-up frame at most 3 times (its WARMUP_ATTEMPTS).
         timeout=120 + (frames + 3 * warmup) * (timeout + 5))
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return json.loads(report_path.read_text())

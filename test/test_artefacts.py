@@ -25,8 +25,8 @@ def test_entries_are_keyed_by_weights_and_what_wrote_them(random_checkpoint):
 
 
 def test_damaged_cache_entries_are_rebuilt(small_random_checkpoint, tmp_path, monkeypatch):
-    # The cache's handling does not depend on the network: the small one exports in a third of
-    # the time, into this test's own cache.
+    # The cache's handling does not depend on the network: the small one (its labels spread over
+    # the classes, so a wrong rebuild shows) exports faster, into this test's own cache.
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8)
     expected = Segmenter.from_checkpoint(small_random_checkpoint, device="cpu",

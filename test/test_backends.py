@@ -156,8 +156,7 @@ def test_the_path_before_issue_15_agrees_with_eager_fp32(checkpoints, val_frames
                                                         reference_labels):
     """The benchmark's baseline (`--host-pre-post`): OpenVINO with pre/post on the host and the
     network exported with its channel shuffles, as it ran before they were folded. On the
-    small network, which has every kind of block the rewrites touch: its export takes a third
-    of the time."""
+    small network, which has every kind of block the rewrites touch and exports faster."""
     weights = DIVERSE
     segmenter = Segmenter.from_checkpoint(checkpoints[weights], device="cpu",
                                           backend="openvino:fp32",
